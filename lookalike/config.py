@@ -1,0 +1,220 @@
+"""All configuration in one typed place.
+
+A config file (YAML, JSON or TOML) mirrors :class:`LookalikeConfig`; every field has a default, so
+an empty file (or no file) is a valid config. Unknown keys are rejected so a typo never silently
+falls back to a default.
+
+Example YAML::
+
+    features:
+      windows_days: [7, 30, 90, 365]
+    ingest:
+      categorical_int_columns: [region_code]
+    train:
+      epochs: 20
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestConfig(_Section):
+    """How input tables are read and which profile columns are used."""
+
+    categorical_int_columns: list[str] = Field(
+        default_factory=list,
+        description="Integer profile columns that are codes (region 17, plan 3), not quantities.",
+    )
+    deny_columns: list[str] = Field(
+        default_factory=list,
+        description="Profile columns that must never become features (sensitive attributes).",
+    )
+    csv_separator: str = ","
+
+
+class FeatureConfig(_Section):
+    """Per-user, point-in-time feature computation."""
+
+    windows_days: list[int] = Field(default_factory=lambda: [7, 30, 90, 365])
+    max_event_types: int = Field(32, ge=1, description="Most frequent event types kept; rest pooled.")
+    top_categories: int = Field(16, ge=0, description="Categories with their own affinity feature.")
+    category_hash_buckets: int = Field(8, ge=0, description="Buckets for the remaining categories.")
+    max_categorical_cardinality: int = Field(
+        1000, ge=2, description="Profile categories kept per column; rarer values share one code."
+    )
+    n_quantiles: int = Field(256, ge=8, description="Quantiles saved per numeric feature for scaling.")
+    scaling_sample: int = Field(200_000, ge=1000, description="Rows sampled to fit the scaling.")
+
+    @field_validator("windows_days")
+    @classmethod
+    def _positive_windows(cls, v: list[int]) -> list[int]:
+        if not v or any(w <= 0 for w in v):
+            raise ValueError("windows_days must be a non-empty list of positive day counts")
+        return sorted(set(v))
+
+
+class ModelConfig(_Section):
+    """Two-tower encoder shape."""
+
+    embedding_dim: int = Field(64, ge=2)
+    hidden_dims: list[int] = Field(default_factory=lambda: [256, 128])
+    numeric_bins: int = Field(16, ge=1, description="Piecewise-linear encoding bins per numeric feature.")
+    max_categorical_embedding_dim: int = Field(16, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    share_towers: bool = True
+
+
+class TrainConfig(_Section):
+    """Contrastive training of the encoder."""
+
+    loss: Literal["info_nce", "margin"] = "info_nce"
+    temperature: float = Field(0.1, gt=0.0)
+    margin: float = Field(0.5, description="Cosine-distance margin for the margin loss.")
+    converters_per_type: int = Field(64, ge=2, description="Converters of each type in every batch.")
+    negatives_per_batch: int = Field(512, ge=1, description="Non-converters sampled into every batch.")
+    epochs: int = Field(30, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1, description="Default: one pass over converters.")
+    learning_rate: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(1e-5, ge=0.0)
+    seed: int = 0
+    validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    validation_top_fraction: float = Field(0.01, gt=0.0, le=1.0)
+    validation_background: int = Field(50_000, ge=100)
+    patience: int = Field(5, ge=1, description="Epochs without validation gain before stopping.")
+    time_budget_seconds: float = Field(600.0, gt=0.0)
+    held_back_types: list[str] = Field(
+        default_factory=list, description="Conversion types never used in training."
+    )
+    min_effective_rank: float = Field(2.0, ge=1.0, description="Below this the model is collapsed.")
+    threads: int | None = Field(None, ge=1, description="torch threads; default all cores.")
+
+
+class IndexConfig(_Section):
+    """HNSW index over the population embeddings."""
+
+    M: int = Field(16, ge=2)
+    ef_construction: int = Field(200, ge=10)
+    ef: int = Field(200, ge=10)
+    shards: int = Field(1, ge=1)
+    recall_floor: float = Field(0.95, ge=0.0, le=1.0, description="Build fails below recall@100.")
+    recall_queries: int = Field(500, ge=10)
+    threads: int | None = Field(None, ge=1)
+    seed: int = 100
+
+
+class AudienceConfig(_Section):
+    """Seed expansion and export rules."""
+
+    strategy: Literal["knn", "clusters", "centroid"] = "knn"
+    neighbours_per_seed: int = Field(100, ge=1)
+    top_m: int = Field(10, ge=1, description="Seed similarities averaged per candidate (knn).")
+    n_clusters: int | None = Field(None, ge=1, description="Seed clusters; default grows with seeds.")
+    min_seed_size: int = Field(100, ge=1)
+    warn_seed_size: int = Field(1000, ge=1)
+    min_audience_size: int = Field(1000, ge=1)
+    tiers: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.10])
+    distinctiveness_sample: int = Field(20_000, ge=100)
+    min_distinctiveness_auc: float = Field(0.6, ge=0.5, le=1.0)
+
+    @field_validator("tiers")
+    @classmethod
+    def _sorted_fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < t <= 1 for t in v):
+            raise ValueError("tiers must be fractions in (0, 1]")
+        return sorted(set(v))
+
+
+class EvaluateConfig(_Section):
+    """Offline evaluation on held-out converters."""
+
+    holdout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    cutoffs: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.10, 0.20])
+    bootstrap: int = Field(200, ge=0)
+    background_sample: int = Field(20_000, ge=100)
+    seed: int = 0
+
+
+class AudienceSpec(_Section):
+    """One audience the scheduled pipeline refreshes."""
+
+    name: str
+    seeds: str
+    size: int | None = Field(None, ge=1)
+    fraction: float | None = Field(None, gt=0.0, le=1.0)
+    exclude: str | None = None
+    eligible: str | None = None
+    strategy: Literal["knn", "clusters", "centroid"] | None = None
+    out: str
+
+
+class ScheduleConfig(_Section):
+    """Inputs and cron schedules for deployments served by ``lookalike serve``."""
+
+    workdir: str | None = None
+    events: str | None = None
+    profiles: str | None = None
+    conversions: str | None = None
+    cron: str = "0 3 * * *"
+    timezone: str = "UTC"
+    audiences: list[AudienceSpec] = Field(default_factory=list)
+
+
+class LookalikeConfig(_Section):
+    """The whole pipeline's configuration."""
+
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    audience: AudienceConfig = Field(default_factory=AudienceConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    def fingerprint(self) -> str:
+        """Stable hash of every setting that can change a build's output."""
+        payload = self.model_dump(mode="json", exclude={"schedule", "audience", "evaluate"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not match :class:`LookalikeConfig`."""
+
+
+def load_config(path: str | Path | None = None) -> LookalikeConfig:
+    """Read a YAML, JSON or TOML config file; ``None`` gives the defaults."""
+    if path is None:
+        return LookalikeConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix in {".yaml", ".yml"}:
+            raw = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            raw = json.loads(text)
+        elif path.suffix == ".toml":
+            raw = tomllib.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: use .yaml, .yml, .json or .toml")
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:]}: {exc}") from exc
+    try:
+        return LookalikeConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"config file {path}: {where}: {first['msg']}") from exc
