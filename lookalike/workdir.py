@@ -1,0 +1,113 @@
+"""Layout of a workdir: versioned builds and a pointer to the current one.
+
+::
+
+    W/
+      current.json                 {"build_id": ...}, switched atomically after a build completes
+      builds/<build_id>/
+        features.parquet           one row per user, raw feature values
+        feature_spec.json          names, kinds, fitted scaling
+        conversions.parquet        validated conversions of population users
+        model/                     model.safetensors, model.json, checkpoints/
+        embeddings/                embeddings.npy (float32, row i = users.parquet row i), users.parquet
+        index/                     shard-*.bin, index.json
+        manifest.json              written last: a build without it is incomplete
+      audiences/<name>/            last export of each audience name (for overlap reports)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lookalike.artifacts import read_json, write_json
+from lookalike.errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class BuildPaths:
+    """Where each artifact of one build lives."""
+
+    root: Path
+
+    @property
+    def build_id(self) -> str:
+        return self.root.name
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features.parquet"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "feature_spec.json"
+
+    @property
+    def conversions(self) -> Path:
+        return self.root / "conversions.parquet"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.embeddings_dir / "embeddings.npy"
+
+    @property
+    def users(self) -> Path:
+        return self.embeddings_dir / "users.parquet"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def is_complete(self) -> bool:
+        return self.manifest.is_file()
+
+
+class Workdir:
+    """A folder that keeps versioned builds and knows which one is current."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def builds_dir(self) -> Path:
+        return self.root / "builds"
+
+    @property
+    def pointer(self) -> Path:
+        return self.root / "current.json"
+
+    def audience_dir(self, name: str) -> Path:
+        return self.root / "audiences" / name
+
+    def build(self, build_id: str) -> BuildPaths:
+        return BuildPaths(self.builds_dir / build_id)
+
+    def current(self) -> BuildPaths:
+        """The current complete build; a clear error when there is none."""
+        if not self.pointer.is_file():
+            raise ArtifactError(
+                f"{self.root} has no current build; run `lookalike build --workdir {self.root} ...`"
+            )
+        build = self.build(read_json(self.pointer)["build_id"])
+        if not build.is_complete():
+            raise ArtifactError(f"{build.root} is named current but has no manifest; rebuild it")
+        return build
+
+    def set_current(self, build_id: str) -> None:
+        """Point ``current.json`` at a complete build (atomic rename)."""
+        build = self.build(build_id)
+        if not build.is_complete():
+            raise ArtifactError(f"refusing to make incomplete build {build.root} current")
+        write_json(self.pointer, {"build_id": build_id})
