@@ -125,8 +125,22 @@ class AudienceConfig(_Section):
     warn_seed_size: int = Field(1000, ge=1)
     min_audience_size: int = Field(1000, ge=1)
     tiers: list[float] = Field(default_factory=lambda: [0.01, 0.02, 0.05, 0.10])
-    distinctiveness_sample: int = Field(20_000, ge=100)
+    distinctiveness_sample: int = Field(
+        20_000, ge=100, description="Population users (and at most as many seeds) in the seed AUC."
+    )
+    distinctiveness_folds: int = Field(3, ge=2, description="Cross-validation folds of the seed AUC.")
     min_distinctiveness_auc: float = Field(0.6, ge=0.5, le=1.0)
+    max_clusters: int = Field(32, ge=1, description="Cap of the default seed cluster count.")
+    exact_search_max_candidates: int = Field(
+        200_000,
+        ge=0,
+        description="With an eligible list leaving at most this many candidates, search them "
+        "exactly instead of filtering the HNSW index (which degrades when most users are excluded).",
+    )
+    report_sample: int = Field(
+        100_000, ge=100, description="Eligible users sampled to compare feature distributions."
+    )
+    seed: int = Field(0, description="Random state of the AUC sample, its folds and k-means.")
 
     @field_validator("tiers")
     @classmethod

@@ -1,0 +1,544 @@
+"""Seed validation and seed expansion: who, in the population, looks like the seeds.
+
+A seed list is matched to the population's ``user_id`` (unknown ids and duplicates are counted, too
+few seeds refuse the export) and checked for distinctiveness: the cross-validated AUC of a logistic
+regression telling seeds from a random population sample in the embedding space. An AUC near 0.5
+means the seeds look like everybody, so any "lookalike" audience is close to a random one.
+
+Expansion strategies, all on L2-normalized embeddings with cosine similarity, each returning the
+``size`` best candidates (eligible, not excluded, not seeds by default) best first:
+
+- ``knn`` (default): every seed's ``k`` nearest candidates from the index; a candidate scores the
+  mean of its ``top_m`` largest seed similarities, each scaled by the seed's relative weight, with
+  missing similarities counted as 0. ``k`` starts at ``neighbours_per_seed`` and grows until the
+  lists hold at least ``size`` distinct candidates.
+- ``clusters``: k-means on the seed vectors; a candidate scores its largest cosine to a normalized
+  cluster centre. The centres' neighbour lists grow until the top ``size`` is certain (every
+  candidate left out of a list is below that list's last similarity).
+- ``centroid``: the (weighted) mean seed vector, normalized; a baseline (RALM, KDD 2019, found the
+  mean seed below simple baselines), scored like a single cluster.
+
+Seed weights (a ``weight`` column: value-based lookalikes) weight the knn mean, the k-means fit and
+the centroid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+from lookalike.config import AudienceConfig
+from lookalike.errors import AudienceError, InputError
+
+QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
+EXAMPLES_SHOWN = 5
+_QUERY_BLOCK = 1024
+_ROW_BLOCK = 65_536
+_BLOCK_ELEMENTS = 1 << 24  # float32 similarities held at once by the blocked searches (64 MiB)
+
+
+class NeighbourSearch(Protocol):
+    """Nearest-neighbour search over population rows (``lookalike.index.AnnIndex`` satisfies it)."""
+
+    @property
+    def live_count(self) -> int:
+        """Rows the search can return."""
+        ...
+
+    def query(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Labels (int64 row positions, -1 pads short rows) and similarities [q, k'], best first."""
+        ...
+
+
+def exact_search(
+    embeddings: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner-product neighbours of each query, never returning ``exclude`` rows.
+
+    Blocked over queries and rows so memory stays bounded; returns ``min(k, allowed rows)`` columns.
+    """
+    allowed = np.ones(len(embeddings), dtype=bool)
+    if exclude is not None:
+        allowed[exclude] = False
+    k = min(k, int(allowed.sum()))
+    labels = np.empty((len(queries), k), dtype=np.int64)
+    sims = np.empty((len(queries), k), dtype=np.float32)
+    if k == 0:
+        return labels, sims
+    all_queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+    for start in range(0, len(queries), _QUERY_BLOCK):
+        block_sims, block_labels = _exact_block(embeddings, all_queries[start : start + _QUERY_BLOCK], k, allowed)
+        labels[start : start + len(block_labels)] = block_labels.numpy()
+        sims[start : start + len(block_sims)] = block_sims.numpy()
+    return labels, sims
+
+
+def _exact_block(
+    embeddings: np.ndarray, queries: torch.Tensor, k: int, allowed: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    best_sims = torch.empty((len(queries), 0), dtype=torch.float32)
+    best_labels = torch.empty((len(queries), 0), dtype=torch.int64)
+    for start in range(0, len(embeddings), _ROW_BLOCK):
+        rows = torch.from_numpy(np.ascontiguousarray(embeddings[start : start + _ROW_BLOCK], dtype=np.float32))
+        sims = queries @ rows.T
+        sims[:, torch.from_numpy(~allowed[start : start + len(rows)])] = -torch.inf
+        top_sims, top_pos = sims.topk(min(k, sims.shape[1]), dim=1)
+        merged_sims = torch.cat([best_sims, top_sims], dim=1)
+        merged_labels = torch.cat([best_labels, top_pos + start], dim=1)
+        best_sims, keep = merged_sims.topk(min(k, merged_sims.shape[1]), dim=1)
+        best_labels = merged_labels.gather(1, keep)
+    return best_sims, best_labels
+
+
+class ExactSearch:
+    """Exact :class:`NeighbourSearch` over all population rows or a subset of them.
+
+    Used when an eligible list leaves few candidates (filtering an HNSW index that excludes most of
+    its items is slow and loses recall) and as the reference the index is checked against.
+    """
+
+    def __init__(self, embeddings: np.ndarray, rows: np.ndarray | None = None) -> None:
+        self._rows = None if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
+        self._vectors = embeddings if self._rows is None else np.asarray(embeddings[self._rows])
+
+    @property
+    def live_count(self) -> int:
+        return len(self._vectors)
+
+    def query(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._rows is None:
+            return exact_search(self._vectors, queries, k, exclude)
+        labels, sims = exact_search(self._vectors, queries, k, self._local_positions(exclude))
+        return self._rows[labels], sims
+
+    def _local_positions(self, rows: np.ndarray | None) -> np.ndarray | None:
+        if rows is None:
+            return None
+        assert self._rows is not None
+        positions = np.searchsorted(self._rows, rows)
+        inside = positions < len(self._rows)
+        inside[inside] = self._rows[positions[inside]] == rows[inside]
+        return positions[inside]
+
+
+# --- seeds -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdMatch:
+    """A list of user ids matched to population rows.
+
+    ``rows_given == len(rows) + unknown + duplicates``; a null or unparseable id counts as unknown.
+    """
+
+    rows: np.ndarray  # int64 population rows of the distinct known ids, in first-appearance order
+    positions: np.ndarray  # int64 input positions those rows came from (first occurrences)
+    rows_given: int
+    unknown: int
+    duplicates: int
+    unknown_examples: list[str]
+
+
+def match_ids(ids: pl.Series, population_ids: pl.Series) -> IdMatch:
+    """Match ``ids`` (any dtype; cast to the population's) to rows of ``population_ids``."""
+    given = pl.DataFrame({"user_id": ids.cast(population_ids.dtype, strict=False)}).with_row_index("position")
+    is_null = given.get_column("user_id").is_null()
+    first = given.get_column("user_id").is_first_distinct() & ~is_null
+    population = pl.DataFrame({"user_id": population_ids}).with_row_index("row")
+    distinct = given.filter(first).join(population, on="user_id", how="left", maintain_order="left")
+    known = distinct.filter(pl.col("row").is_not_null())
+    unknown = distinct.filter(pl.col("row").is_null()).get_column("user_id")
+    return IdMatch(
+        rows=known.get_column("row").to_numpy().astype(np.int64),
+        positions=known.get_column("position").to_numpy().astype(np.int64),
+        rows_given=given.height,
+        unknown=unknown.len() + int(is_null.sum()),
+        duplicates=int((~first & ~is_null).sum()),
+        unknown_examples=[str(v) for v in unknown.head(EXAMPLES_SHOWN).to_list()],
+    )
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What the seed list held and how usable it is."""
+
+    rows_given: int
+    matched: int
+    unknown: int
+    duplicates: int
+    unknown_examples: list[str]
+    weighted: bool
+    distinctiveness_auc: float | None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Validated seeds: population rows, their weights (all 1 when unweighted) and the report."""
+
+    rows: np.ndarray
+    weights: np.ndarray
+    report: SeedReport
+
+
+def validate_seeds(
+    seeds: pl.DataFrame,
+    population_ids: pl.Series,
+    embeddings: np.ndarray,
+    config: AudienceConfig,
+    source: str = "seeds",
+) -> Seeds:
+    """Match a seed table (``user_id``, optional ``weight``) to the population and check it.
+
+    Raises :class:`AudienceError` when no id or fewer than ``config.min_seed_size`` distinct ids
+    match; duplicates keep their first row. Warnings (in the report): unknown ids, duplicates, fewer
+    than ``config.warn_seed_size`` seeds, distinctiveness AUC below ``config.min_distinctiveness_auc``.
+    """
+    match = match_ids(seeds.get_column("user_id"), population_ids)
+    _require_enough_seeds(match, population_ids.dtype, config, source)
+    weighted = "weight" in seeds.columns
+    weights = _seed_weights(seeds, match.positions, source) if weighted else np.ones(len(match.rows))
+    auc = seed_distinctiveness(embeddings, match.rows, config)
+    report = SeedReport(
+        rows_given=match.rows_given,
+        matched=len(match.rows),
+        unknown=match.unknown,
+        duplicates=match.duplicates,
+        unknown_examples=match.unknown_examples,
+        weighted=weighted,
+        distinctiveness_auc=auc,
+        warnings=_seed_warnings(match, auc, config),
+    )
+    return Seeds(rows=match.rows, weights=weights, report=report)
+
+
+def _require_enough_seeds(match: IdMatch, id_dtype: pl.DataType, config: AudienceConfig, source: str) -> None:
+    if len(match.rows) == 0:
+        raise AudienceError(
+            f"{source}: none of the {match.rows_given} seed ids is in the population "
+            f"(examples: {match.unknown_examples}); the population's user_id is {id_dtype}: check "
+            "that the seed file uses the same ids as the input tables"
+        )
+    if len(match.rows) < config.min_seed_size:
+        raise AudienceError(
+            f"{source}: only {len(match.rows)} distinct seed ids match the population "
+            f"({match.unknown} unknown, {match.duplicates} duplicates); at least "
+            f"{config.min_seed_size} are needed for a stable audience: add seeds, or lower "
+            "audience.min_seed_size in the config to accept a noisier audience"
+        )
+
+
+def _seed_weights(seeds: pl.DataFrame, positions: np.ndarray, source: str) -> np.ndarray:
+    column = seeds.get_column("weight").cast(pl.Float64, strict=False)
+    weights = column.to_numpy()[positions].astype(np.float64)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any() or weights.sum() <= 0:
+        examples = seeds.get_column("weight").to_numpy()[positions[bad]].tolist()
+        raise InputError(
+            source,
+            "seed weights must be finite, non-negative numbers, not all zero",
+            column="weight",
+            examples=examples,
+            fix="fix or drop those rows, or remove the weight column for an unweighted audience",
+        )
+    return weights
+
+
+def _seed_warnings(match: IdMatch, auc: float | None, config: AudienceConfig) -> list[str]:
+    warnings = []
+    if match.unknown:
+        warnings.append(
+            f"{match.unknown} seed ids are not in the population and were ignored "
+            f"(examples: {match.unknown_examples})"
+        )
+    if match.duplicates:
+        warnings.append(f"{match.duplicates} seed rows repeat an earlier id; the first row of each id was kept")
+    if len(match.rows) < config.warn_seed_size:
+        warnings.append(
+            f"only {len(match.rows)} seeds (fewer than {config.warn_seed_size}): the audience will be "
+            "noisy; more seeds give a more reliable audience"
+        )
+    if auc is not None and auc < config.min_distinctiveness_auc:
+        warnings.append(
+            f"the seeds are hard to tell apart from the population (AUC {auc:.3f} < "
+            f"{config.min_distinctiveness_auc}): the audience will be close to a random sample"
+        )
+    return warnings
+
+
+def seed_distinctiveness(embeddings: np.ndarray, seed_rows: np.ndarray, config: AudienceConfig) -> float | None:
+    """Cross-validated ROC AUC of a logistic regression telling seeds from the rest of the population.
+
+    Uses at most ``config.distinctiveness_sample`` seeds and as many non-seed users drawn at random;
+    0.5 means the seeds look like the population, 1.0 that they are perfectly separable. ``None``
+    when there are too few seeds or other users for the folds.
+    """
+    folds = config.distinctiveness_folds
+    others = np.setdiff1d(np.arange(len(embeddings)), seed_rows, assume_unique=True)
+    if len(seed_rows) < 2 * folds or len(others) < 2 * folds:
+        return None
+    rng = np.random.default_rng(config.seed)
+    sample = config.distinctiveness_sample
+    seed_sample = np.sort(rng.choice(seed_rows, min(sample, len(seed_rows)), replace=False))
+    background = np.sort(rng.choice(others, min(sample, len(others)), replace=False))
+    features = np.concatenate([embeddings[seed_sample], embeddings[background]]).astype(np.float32)
+    labels = np.r_[np.ones(len(seed_sample)), np.zeros(len(background))]
+    model = LogisticRegression(max_iter=1000, class_weight="balanced")
+    splits = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
+    return float(cross_val_score(model, features, labels, cv=splits, scoring="roc_auc").mean())
+
+
+def load_seed_vectors(embeddings_path: Path, rows: np.ndarray) -> np.ndarray:
+    """Seed vectors: rows of ``query_embeddings.npy`` beside the embeddings if present, else the
+    population embeddings themselves (shared towers)."""
+    query_path = embeddings_path.with_name(QUERY_EMBEDDINGS_NAME)
+    source = query_path if query_path.is_file() else embeddings_path
+    return np.asarray(np.load(source, mmap_mode="r")[rows], dtype=np.float32)
+
+
+# --- who may be returned, and how many ------------------------------------------------------------
+
+
+def candidate_mask(
+    n_users: int,
+    *,
+    seed_rows: np.ndarray,
+    excluded_rows: np.ndarray | None = None,
+    eligible_rows: np.ndarray | None = None,
+    exclude_seeds: bool = True,
+) -> np.ndarray:
+    """Boolean mask of users who may be in the audience: eligible, not excluded, not seeds."""
+    mask = np.zeros(n_users, dtype=bool) if eligible_rows is not None else np.ones(n_users, dtype=bool)
+    if eligible_rows is not None:
+        mask[eligible_rows] = True
+    if excluded_rows is not None:
+        mask[excluded_rows] = False
+    if exclude_seeds:
+        mask[seed_rows] = False
+    return mask
+
+
+def band_size(fraction: float, count: int) -> int:
+    """Users in the top ``fraction`` of ``count`` (floor, robust to 0.29 * 100 = 28.999...)."""
+    return math.floor(fraction * count + 1e-9)
+
+
+def resolve_size(size: int | None, fraction: float | None, n_candidates: int, min_audience_size: int) -> int:
+    """The audience size: ``size`` users or ``fraction`` of the candidates, at most all candidates.
+
+    Raises :class:`AudienceError` unless exactly one of ``size`` and ``fraction`` is given, or when
+    the result is below ``min_audience_size``.
+    """
+    if (size is None) == (fraction is None):
+        raise AudienceError("give exactly one of size (a user count) and fraction (of the eligible users)")
+    if fraction is not None and not 0 < fraction <= 1:
+        raise AudienceError(f"fraction must be in (0, 1], got {fraction}")
+    asked = size if size is not None else band_size(fraction, n_candidates)  # type: ignore[arg-type]
+    if asked < min_audience_size:
+        raise AudienceError(
+            f"an audience of {asked} users is below audience.min_audience_size ({min_audience_size}); "
+            "ask for more users, or lower min_audience_size in the config"
+        )
+    if n_candidates < min_audience_size:
+        raise AudienceError(
+            f"only {n_candidates} users are eligible and not excluded, below "
+            f"audience.min_audience_size ({min_audience_size}); widen the eligible list, shorten the "
+            "exclusions, or lower min_audience_size in the config"
+        )
+    return min(asked, n_candidates)
+
+
+def assign_tiers(n: int, tiers: list[float], eligible_count: int) -> np.ndarray:
+    """Tier of ranks 1..n: the smallest band ``t`` with ``rank <= t * eligible_count``, else 1.0."""
+    ranks = np.arange(1, n + 1)
+    tier = np.ones(n, dtype=np.float64)
+    for band in sorted(tiers, reverse=True):
+        tier[ranks <= band_size(band, eligible_count)] = band
+    return tier
+
+
+# --- expansion strategies -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpansionProblem:
+    """Everything a strategy needs: the population, the seeds and who may be returned."""
+
+    embeddings: np.ndarray  # float32 [N, d], L2-normalized
+    seed_vectors: np.ndarray  # float32 [S, d]
+    seed_weights: np.ndarray  # float64 [S], >= 0
+    excluded: np.ndarray  # int64 rows that may not be returned (outside eligible, excluded, seeds)
+    n_candidates: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """The ``size`` best candidates, best first, with the search effort it took."""
+
+    rows: np.ndarray  # int64 population rows
+    scores: np.ndarray  # float64, non-increasing
+    neighbours_per_query: int
+    query_rounds: int
+
+
+Strategy = Callable[[ExpansionProblem, NeighbourSearch, AudienceConfig], Expansion]
+
+
+def score_knn(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
+    """Mean of each candidate's ``top_m`` weighted seed similarities among the seeds' k-NN lists."""
+    cap = _max_neighbours(problem, search)
+    k = min(config.neighbours_per_seed, cap)
+    rounds = 0
+    while True:
+        labels, sims = search.query(problem.seed_vectors, k, problem.excluded)
+        rounds += 1
+        found = len(np.unique(labels[labels >= 0]))
+        if found >= problem.size or k >= cap:
+            break
+        k = min(cap, max(2 * k, math.ceil(1.25 * k * problem.size / max(found, 1))))
+    relative_weights = problem.seed_weights / problem.seed_weights.mean()
+    rows, scores = mean_top_m(labels, sims.astype(np.float64) * relative_weights[:, None], config.top_m)
+    rows, scores = top_ranked(rows, scores, problem.size)
+    return Expansion(rows, scores, k, rounds)
+
+
+def mean_top_m(labels: np.ndarray, contributions: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct label: the sum of its ``m`` largest contributions divided by ``m``."""
+    valid = labels >= 0
+    candidates, values = labels[valid], contributions[valid]
+    order = np.lexsort((-values, candidates))
+    candidates, values = candidates[order], values[order]
+    starts = np.flatnonzero(np.r_[True, candidates[1:] != candidates[:-1]])
+    group_lengths = np.diff(np.r_[starts, len(candidates)])
+    rank_in_group = np.arange(len(candidates)) - np.repeat(starts, group_lengths)
+    sums = np.add.reduceat(np.where(rank_in_group < m, values, 0.0), starts)
+    return candidates[starts], sums / m
+
+
+def score_clusters(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
+    """Largest cosine to a normalized k-means centre of the (weighted) seed vectors."""
+    n_clusters = config.n_clusters or default_cluster_count(len(problem.seed_vectors), config.max_clusters)
+    centres = fit_seed_centres(problem.seed_vectors, problem.seed_weights, n_clusters, config.seed)
+    return rank_by_centres(problem, search, centres)
+
+
+def score_centroid(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
+    """Cosine to the normalized (weighted) mean seed vector."""
+    centroid = np.average(problem.seed_vectors, axis=0, weights=problem.seed_weights)
+    return rank_by_centres(problem, search, normalize_rows(centroid[None, :]))
+
+
+def default_cluster_count(n_seeds: int, cap: int) -> int:
+    """clamp(round(sqrt(S / 2)), 1, cap): more seeds, more modes worth separating."""
+    return int(np.clip(round(math.sqrt(n_seeds / 2)), 1, cap))
+
+
+def fit_seed_centres(vectors: np.ndarray, weights: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    """Normalized k-means centres of the seed vectors (MiniBatchKMeans, ``sample_weight=weights``)."""
+    n_clusters = min(n_clusters, len(vectors))
+    kmeans = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, random_state=seed, batch_size=4096)
+    kmeans.fit(vectors, sample_weight=weights)
+    return normalize_rows(kmeans.cluster_centers_)
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def rank_by_centres(problem: ExpansionProblem, search: NeighbourSearch, centres: np.ndarray) -> Expansion:
+    """Top ``size`` candidates by largest cosine to any centre, certified from the centres' lists.
+
+    A candidate missing from a centre's list of ``k`` is no closer to it than that list's last entry,
+    so candidates found with an exact score at or above the largest such last entry are ranked
+    correctly; ``k`` doubles until at least ``size`` of them are found.
+    """
+    cap = _max_neighbours(problem, search)
+    k = min(math.ceil(problem.size / len(centres)), cap)
+    rounds = 0
+    while True:
+        labels, sims = search.query(centres, k, problem.excluded)
+        rounds += 1
+        rows = np.unique(labels[labels >= 0])
+        scores = max_cosine(problem.embeddings, rows, centres)
+        certain = int((scores >= _unseen_bound(labels, sims, k, cap)).sum())
+        if certain >= problem.size or k >= cap:
+            break
+        k = min(2 * k, cap)
+    rows, scores = top_ranked(rows, scores, problem.size)
+    return Expansion(rows, scores, k, rounds)
+
+
+def _unseen_bound(labels: np.ndarray, sims: np.ndarray, k: int, cap: int) -> float:
+    full = (labels >= 0).sum(axis=1) == k
+    if k >= cap or not full.any():
+        return -math.inf
+    return float(sims[full, k - 1].max())
+
+
+def max_cosine(embeddings: np.ndarray, rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Largest inner product of each of ``embeddings[rows]`` with any centre (float64)."""
+    vectors = np.asarray(embeddings[rows], dtype=np.float64)
+    return (vectors @ centres.astype(np.float64).T).max(axis=1)
+
+
+def _max_neighbours(problem: ExpansionProblem, search: NeighbourSearch) -> int:
+    return min(problem.n_candidates, search.live_count)
+
+
+def top_ranked(rows: np.ndarray, scores: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size`` best (row, score) pairs, by score descending then row ascending."""
+    if len(scores) > size:
+        threshold = np.partition(scores, len(scores) - size)[len(scores) - size]
+        contenders = scores >= threshold
+        rows, scores = rows[contenders], scores[contenders]
+    order = np.lexsort((rows, -scores))[:size]
+    return rows[order], scores[order]
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "knn": score_knn,
+    "clusters": score_clusters,
+    "centroid": score_centroid,
+}
+
+
+def expand_seeds(
+    problem: ExpansionProblem, search: NeighbourSearch, strategy: str, config: AudienceConfig
+) -> Expansion:
+    """Run one of :data:`STRATEGIES` (``knn``, ``clusters``, ``centroid``)."""
+    if strategy not in STRATEGIES:
+        raise AudienceError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+    return STRATEGIES[strategy](problem, search, config)
+
+
+def nearest_seeds(embeddings: np.ndarray, rows: np.ndarray, seed_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``embeddings[rows]``: the index of its most similar seed vector and that similarity."""
+    seeds = torch.from_numpy(np.ascontiguousarray(seed_vectors, dtype=np.float32))
+    step = max(1, _BLOCK_ELEMENTS // max(len(seed_vectors), 1))
+    best = np.empty(len(rows), dtype=np.int64)
+    similarity = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), step):
+        block = torch.from_numpy(np.asarray(embeddings[rows[start : start + step]], dtype=np.float32))
+        values, positions = (block @ seeds.T).max(dim=1)
+        best[start : start + len(block)] = positions.numpy()
+        similarity[start : start + len(block)] = values.numpy()
+    return best, similarity

@@ -1,0 +1,369 @@
+"""Seed validation and expansion strategies against naive brute-force references."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from audience_fixtures import clustered_embeddings, population_ids
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lookalike.audience import (
+    STRATEGIES,
+    ExactSearch,
+    ExpansionProblem,
+    assign_tiers,
+    candidate_mask,
+    default_cluster_count,
+    expand_seeds,
+    exact_search,
+    fit_seed_centres,
+    load_seed_vectors,
+    match_ids,
+    nearest_seeds,
+    resolve_size,
+    seed_distinctiveness,
+    validate_seeds,
+)
+from lookalike.config import AudienceConfig
+from lookalike.errors import AudienceError, InputError
+
+# --- naive references ------------------------------------------------------------------------------
+
+
+def naive_neighbours(embeddings: np.ndarray, query: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[float, int]]:
+    """The k most similar allowed rows to one query, by a Python loop and a full sort."""
+    pairs = [(float(np.dot(embeddings[row].astype(np.float64), query)), int(row)) for row in np.flatnonzero(allowed)]
+    pairs.sort(key=lambda p: (-p[0], p[1]))
+    return pairs[:k]
+
+
+def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[list[int], list[float]]:
+    """Mean of the top-m weighted similarities of each candidate found in the seeds' k-NN lists."""
+    relative = weights / weights.mean()
+    found: dict[int, list[float]] = {}
+    for s, query in enumerate(seed_vectors.astype(np.float64)):
+        for sim, row in naive_neighbours(embeddings, query, allowed, k):
+            found.setdefault(row, []).append(sim * relative[s])
+    scores = {row: sum(sorted(v, reverse=True)[:m]) / m for row, v in found.items()}
+    ranked = sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:size]
+    return [r for r, _ in ranked], [s for _, s in ranked]
+
+
+def naive_max_cosine(embeddings, centres, allowed, size) -> tuple[list[int], list[float]]:
+    """Every allowed row scored by its largest cosine to any centre, best first."""
+    scores = []
+    for row in np.flatnonzero(allowed):
+        best = max(float(np.dot(embeddings[row].astype(np.float64), c.astype(np.float64))) for c in centres)
+        scores.append((best, int(row)))
+    scores.sort(key=lambda p: (-p[0], p[1]))
+    return [r for _, r in scores[:size]], [s for s, _ in scores[:size]]
+
+
+def naive_weighted_centroid(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    total = np.zeros(vectors.shape[1])
+    for vector, weight in zip(vectors.astype(np.float64), weights, strict=True):
+        total += weight * vector
+    return total / np.linalg.norm(total)
+
+
+# --- fixtures --------------------------------------------------------------------------------------
+
+N, D = 600, 8
+
+
+@pytest.fixture(scope="module")
+def embeddings() -> np.ndarray:
+    return clustered_embeddings(N, D)
+
+
+def make_problem(embeddings, seed_rows, size, *, weights=None, excluded_rows=None, eligible_rows=None):
+    allowed = candidate_mask(len(embeddings), seed_rows=seed_rows, excluded_rows=excluded_rows, eligible_rows=eligible_rows)
+    problem = ExpansionProblem(
+        embeddings=embeddings,
+        seed_vectors=np.asarray(embeddings[seed_rows]),
+        seed_weights=np.ones(len(seed_rows)) if weights is None else weights,
+        excluded=np.flatnonzero(~allowed),
+        n_candidates=int(allowed.sum()),
+        size=size,
+    )
+    return problem, allowed
+
+
+def seeds_in_clusters(n: int, clusters: tuple[int, ...], count: int) -> np.ndarray:
+    rows = np.flatnonzero(np.isin(np.arange(n) % 6, clusters))
+    return np.random.default_rng(3).choice(rows, count, replace=False)
+
+
+# --- exact search ---------------------------------------------------------------------------------
+
+
+def test_exact_search_matches_a_full_sort_with_exclusions(embeddings):
+    queries = embeddings[[3, 50, 400]]
+    exclude = np.arange(0, N, 7)
+    allowed = np.ones(N, dtype=bool)
+    allowed[exclude] = False
+    labels, sims = exact_search(embeddings, queries, 25, exclude)
+    for q, query in enumerate(queries.astype(np.float64)):
+        expected = naive_neighbours(embeddings, query, allowed, 25)
+        assert labels[q].tolist() == [r for _, r in expected]
+        np.testing.assert_allclose(sims[q], [s for s, _ in expected], atol=1e-6)
+
+
+def test_exact_search_on_a_subset_returns_population_rows(embeddings):
+    rows = np.arange(1, N, 3)
+    exclude = rows[::5]
+    allowed = np.zeros(N, dtype=bool)
+    allowed[rows] = True
+    allowed[exclude] = False
+    search = ExactSearch(embeddings, rows)
+    labels, _ = search.query(embeddings[[10]], 30, exclude)
+    assert search.live_count == len(rows)
+    assert labels[0].tolist() == [r for _, r in naive_neighbours(embeddings, embeddings[10].astype(np.float64), allowed, 30)]
+
+
+def test_exact_search_returns_every_allowed_row_when_k_exceeds_them(embeddings):
+    labels, _ = exact_search(embeddings[:20], embeddings[:2], 50, np.arange(5))
+    assert labels.shape == (2, 15)
+    assert sorted(labels[0].tolist()) == list(range(5, 20))
+
+
+# --- strategies against references -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_knn_matches_the_naive_reference(embeddings, weighted):
+    seeds = seeds_in_clusters(N, (0, 1), 40)
+    weights = np.random.default_rng(5).uniform(0.1, 3.0, len(seeds)) if weighted else None
+    problem, allowed = make_problem(embeddings, seeds, 80, weights=weights, excluded_rows=np.arange(0, N, 11))
+    config = AudienceConfig(neighbours_per_seed=15, top_m=4)
+    result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
+    rows, scores = naive_knn(
+        embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.neighbours_per_query, 4, 80
+    )
+    assert result.rows.tolist() == rows
+    np.testing.assert_allclose(result.scores, scores, atol=1e-6)
+
+
+def test_knn_grows_k_until_enough_distinct_candidates(embeddings):
+    seeds = seeds_in_clusters(N, (2,), 30)
+    problem, allowed = make_problem(embeddings, seeds, 250)
+    config = AudienceConfig(neighbours_per_seed=3, top_m=3)
+    result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
+    assert result.neighbours_per_query > 3 and result.query_rounds > 1
+    assert len(result.rows) == 250
+    rows, scores = naive_knn(embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.neighbours_per_query, 3, 250)
+    assert result.rows.tolist() == rows
+    np.testing.assert_allclose(result.scores, scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_clusters_match_max_cosine_to_the_centres(embeddings, weighted):
+    seeds = seeds_in_clusters(N, (0, 3, 4), 90)
+    weights = np.random.default_rng(6).uniform(0.1, 3.0, len(seeds)) if weighted else None
+    problem, allowed = make_problem(embeddings, seeds, 120, weights=weights, eligible_rows=np.arange(0, N, 2))
+    config = AudienceConfig(n_clusters=3)
+    result = expand_seeds(problem, ExactSearch(embeddings), "clusters", config)
+    centres = fit_seed_centres(problem.seed_vectors, problem.seed_weights, 3, config.seed)
+    rows, scores = naive_max_cosine(embeddings, centres, allowed, 120)
+    assert result.rows.tolist() == rows
+    np.testing.assert_allclose(result.scores, scores, atol=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_centroid_matches_cosine_to_the_weighted_mean(embeddings, weighted):
+    seeds = seeds_in_clusters(N, (1, 5), 60)
+    weights = np.random.default_rng(7).uniform(0.1, 3.0, len(seeds)) if weighted else None
+    problem, allowed = make_problem(embeddings, seeds, 150, weights=weights)
+    result = expand_seeds(problem, ExactSearch(embeddings), "centroid", AudienceConfig())
+    centre = naive_weighted_centroid(problem.seed_vectors, problem.seed_weights)
+    rows, scores = naive_max_cosine(embeddings, [centre], allowed, 150)
+    assert result.rows.tolist() == rows
+    np.testing.assert_allclose(result.scores, scores, atol=1e-6)
+
+
+def test_weights_pull_the_knn_audience_towards_heavy_seeds(embeddings):
+    first, second = seeds_in_clusters(N, (0,), 20), seeds_in_clusters(N, (3,), 20)
+    first_direction = embeddings[first].mean(axis=0)
+
+    def closeness_to_first(weights: np.ndarray) -> float:
+        problem, _ = make_problem(embeddings, np.r_[first, second], 60, weights=weights)
+        result = expand_seeds(problem, ExactSearch(embeddings), "knn", AudienceConfig(neighbours_per_seed=30))
+        return float((embeddings[result.rows] @ first_direction).mean())
+
+    heavy_first = np.r_[np.full(20, 10.0), np.full(20, 0.1)]
+    assert closeness_to_first(heavy_first) > closeness_to_first(heavy_first[::-1]) + 0.1
+
+
+def test_default_cluster_count_grows_with_seeds_and_is_capped():
+    assert [default_cluster_count(s, 32) for s in (1, 8, 200, 50_000)] == [1, 2, 10, 32]
+
+
+def test_unknown_strategy_is_refused(embeddings):
+    problem, _ = make_problem(embeddings, np.arange(10), 5)
+    with pytest.raises(AudienceError, match="unknown strategy"):
+        expand_seeds(problem, ExactSearch(embeddings), "magic", AudienceConfig())
+
+
+def test_nearest_seeds_match_argmax(embeddings):
+    seed_vectors = embeddings[[5, 77, 300]]
+    rows = np.array([1, 2, 400, 599])
+    best, sims = nearest_seeds(embeddings, rows, seed_vectors)
+    expected = [int(np.argmax([np.dot(embeddings[r], s) for s in seed_vectors])) for r in rows]
+    assert best.tolist() == expected
+    np.testing.assert_allclose(sims, (embeddings[rows] @ seed_vectors.T).max(axis=1), atol=1e-6)
+
+
+def test_seed_vectors_come_from_query_embeddings_when_present(tmp_path, embeddings):
+    path = tmp_path / "embeddings.npy"
+    np.save(path, embeddings)
+    np.testing.assert_array_equal(load_seed_vectors(path, np.array([4, 2])), embeddings[[4, 2]])
+    np.save(tmp_path / "query_embeddings.npy", -embeddings)
+    np.testing.assert_array_equal(load_seed_vectors(path, np.array([4, 2])), -embeddings[[4, 2]])
+
+
+# --- hard rules and size: property test ------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.data(),
+    n=st.integers(20, 90),
+    strategy=st.sampled_from(sorted(STRATEGIES)),
+    use_eligible=st.booleans(),
+)
+def test_audience_respects_the_hard_rules_and_the_size(data, n, strategy, use_eligible):
+    embeddings = clustered_embeddings(n, 4, seed=n)
+    rows = st.lists(st.integers(0, n - 1), unique=True)
+    seeds = np.array(data.draw(rows.filter(lambda r: len(r) >= 2), label="seeds"), dtype=np.int64)
+    excluded = np.array(data.draw(rows, label="excluded"), dtype=np.int64)
+    eligible = np.array(data.draw(rows, label="eligible"), dtype=np.int64) if use_eligible else None
+    allowed = candidate_mask(n, seed_rows=seeds, excluded_rows=excluded, eligible_rows=eligible)
+    if not allowed.any():
+        with pytest.raises(AudienceError):
+            resolve_size(1, None, 0, 1)
+        return
+    asked = data.draw(st.integers(1, n), label="size")
+    size = resolve_size(asked, None, int(allowed.sum()), 1)
+    problem, _ = make_problem(embeddings, seeds, size, excluded_rows=excluded, eligible_rows=eligible)
+    config = AudienceConfig(neighbours_per_seed=data.draw(st.integers(1, 5), label="k"), top_m=2)
+    result = expand_seeds(problem, ExactSearch(embeddings), strategy, config)
+    chosen = set(result.rows.tolist())
+    assert len(result.rows) == min(asked, int(allowed.sum())) == len(chosen)
+    assert not chosen & set(seeds.tolist())
+    assert not chosen & set(excluded.tolist())
+    if eligible is not None:
+        assert chosen <= set(eligible.tolist())
+    assert np.all(np.diff(result.scores) <= 0)
+
+
+def test_resolve_size_rules():
+    assert resolve_size(None, 0.05, 1000, 10) == 50
+    assert resolve_size(5000, None, 1000, 10) == 1000
+    with pytest.raises(AudienceError, match="exactly one"):
+        resolve_size(10, 0.1, 1000, 1)
+    with pytest.raises(AudienceError, match="min_audience_size"):
+        resolve_size(5, None, 1000, 10)
+    with pytest.raises(AudienceError, match="only 8 users are eligible"):
+        resolve_size(20, None, 8, 10)
+
+
+# --- tiers -----------------------------------------------------------------------------------------
+
+
+def test_tiers_by_hand():
+    tiers = assign_tiers(120, [0.05, 0.01, 0.1], 1000)
+    expected = [0.01] * 10 + [0.05] * 40 + [0.1] * 50 + [1.0] * 20
+    assert tiers.tolist() == expected
+
+
+@given(n=st.integers(0, 400), eligible=st.integers(1, 2000), bands=st.lists(st.integers(1, 100), min_size=1, max_size=5))
+def test_tiers_are_nested(n, eligible, bands):
+    fractions = [b / 100 for b in bands]
+    n = min(n, eligible)  # an audience never outnumbers the eligible users
+    tiers = assign_tiers(n, fractions, eligible)
+    for t in fractions:
+        within = np.flatnonzero(tiers <= t)
+        assert within.tolist() == list(range(min(n, int(t * eligible + 1e-9))))
+
+
+def test_tier_band_is_robust_to_float_products():
+    assert (assign_tiers(40, [0.29], 100) == 0.29).sum() == 29
+
+
+# --- seeds -----------------------------------------------------------------------------------------
+
+
+def test_match_ids_counts_unknown_duplicates_and_nulls():
+    population = population_ids(10, "int")
+    given = pl.Series(["1003", "1001", "1003", "99", "x", None, "1001", "1009"])
+    match = match_ids(given, population)
+    assert match.rows.tolist() == [3, 1, 9]
+    assert match.positions.tolist() == [0, 1, 7]
+    assert (match.unknown, match.duplicates) == (3, 2)
+    assert match.rows_given == len(match.rows) + match.unknown + match.duplicates
+    assert match.unknown_examples == ["99"]
+
+
+def test_match_ids_casts_int_ids_to_a_string_population():
+    match = match_ids(pl.Series([1002, 1004]), pl.Series(["1001", "1002", "1004"]))
+    assert match.rows.tolist() == [1, 2]
+
+
+def _seed_frame(ids: list, weights: list | None = None) -> pl.DataFrame:
+    frame = pl.DataFrame({"user_id": ids})
+    return frame if weights is None else frame.with_columns(pl.Series("weight", weights))
+
+
+def test_too_few_seeds_refuse(embeddings):
+    ids = population_ids(N, "int")
+    with pytest.raises(AudienceError, match="only 50 distinct seed ids"):
+        validate_seeds(_seed_frame(ids[:50].to_list()), ids, embeddings, AudienceConfig())
+
+
+def test_all_unknown_seeds_refuse_naming_the_id_type(embeddings):
+    ids = population_ids(N, "string")
+    with pytest.raises(AudienceError, match="none of the 200 seed ids.*String"):
+        validate_seeds(_seed_frame(list(range(200))), ids, embeddings, AudienceConfig())
+
+
+def test_duplicates_unknown_and_small_seeds_warn(embeddings):
+    ids = population_ids(N, "int").to_list()
+    given = ids[:150] + ids[:30] + [1, 2]
+    seeds = validate_seeds(_seed_frame(given), population_ids(N, "int"), embeddings, AudienceConfig())
+    report = seeds.report
+    assert (report.rows_given, report.matched, report.unknown, report.duplicates) == (182, 150, 2, 30)
+    assert seeds.rows.tolist() == list(range(150))
+    text = " ".join(report.warnings)
+    assert "2 seed ids are not in the population" in text
+    assert "30 seed rows repeat" in text
+    assert "fewer than 1000" in text
+
+
+def test_duplicate_seed_keeps_its_first_weight(embeddings):
+    ids = population_ids(N, "int").to_list()
+    given = ids[:120] + [ids[0]]
+    weights = [2.0] * 120 + [9.0]
+    seeds = validate_seeds(_seed_frame(given, weights), population_ids(N, "int"), embeddings, AudienceConfig())
+    assert seeds.report.weighted and seeds.weights[0] == 2.0 and len(seeds.weights) == 120
+
+
+def test_negative_weights_are_an_input_error(embeddings):
+    ids = population_ids(N, "int").to_list()
+    with pytest.raises(InputError, match="weight"):
+        validate_seeds(_seed_frame(ids[:120], [1.0] * 119 + [-1.0]), population_ids(N, "int"), embeddings, AudienceConfig())
+
+
+def test_distinctiveness_separates_clustered_from_random_seeds():
+    embeddings = clustered_embeddings(3000, 8)
+    config = AudienceConfig(distinctiveness_sample=1000)
+    clustered = seeds_in_clusters(3000, (2,), 300)
+    random_rows = np.random.default_rng(9).choice(3000, 300, replace=False)
+    assert seed_distinctiveness(embeddings, clustered, config) > 0.85
+    assert 0.35 < seed_distinctiveness(embeddings, random_rows, config) < 0.65
+    ids = population_ids(3000, "int")
+    report = validate_seeds(_seed_frame(ids[random_rows].to_list()), ids, embeddings, config).report
+    assert any("hard to tell apart" in w for w in report.warnings)
+    report = validate_seeds(_seed_frame(ids[clustered].to_list()), ids, embeddings, config).report
+    assert not any("hard to tell apart" in w for w in report.warnings)
