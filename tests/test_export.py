@@ -1,0 +1,260 @@
+"""Audience export: file contract (pyarrow, pandas, DuckDB), hard rules, reports, crash safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from audience_fixtures import clustered_embeddings, population_ids, write_build, write_ids
+
+from lookalike.audience import ExactSearch, band_size
+from lookalike.config import AudienceConfig, LookalikeConfig
+from lookalike.errors import AudienceError
+from lookalike.export import export_audience, read_audience_metadata
+
+N = 600
+TESTS_DIR = Path(__file__).parent
+CONFIG = LookalikeConfig(audience=AudienceConfig(min_audience_size=10, min_seed_size=20, tiers=[0.05, 0.1, 0.2]))
+
+
+@pytest.fixture(scope="module")
+def embeddings() -> np.ndarray:
+    return clustered_embeddings(N)
+
+
+def seed_rows() -> np.ndarray:
+    return np.flatnonzero(np.arange(N) % 6 == 5)[:40]
+
+
+def run_export(build, tmp_path, *, out_name="audience.parquet", **kwargs):
+    ids = pl.read_parquet(build.users).get_column("user_id")
+    seeds = write_ids(tmp_path / "seeds.csv", ids[seed_rows()])
+    if "fraction" not in kwargs:
+        kwargs.setdefault("size", 90)
+    return export_audience(
+        build,
+        seeds,
+        tmp_path / "out" / out_name,
+        config=kwargs.pop("config", CONFIG),
+        search=ExactSearch(np.load(build.embeddings)),
+        progress=lambda _: None,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("id_kind", ["int", "string"])
+def test_export_honours_the_hard_rules_and_the_column_contract(tmp_path, embeddings, id_kind):
+    build = write_build(tmp_path / "w", embeddings, id_kind)
+    ids = population_ids(N, id_kind)
+    excluded_rows, eligible_rows = np.arange(0, N, 5), np.arange(0, N, 2)
+    exclude = write_ids(tmp_path / "exclude.parquet", ids[excluded_rows])
+    eligible = write_ids(tmp_path / "eligible.csv", ids[eligible_rows])
+    result = run_export(build, tmp_path, size=100, exclude=exclude, eligible=eligible)
+
+    frame = pl.read_parquet(result.audience)
+    chosen = set(frame.get_column("user_id").to_list())
+    forbidden = set(ids[seed_rows()].to_list()) | set(ids[excluded_rows].to_list())
+    assert len(chosen) == frame.height == 100
+    assert not chosen & forbidden
+    assert chosen <= set(ids[eligible_rows].to_list())
+    assert frame.get_column("rank").to_list() == list(range(1, 101))
+    assert (frame.get_column("score").diff().drop_nulls() <= 0).all()
+
+    expected_nearest = _naive_nearest_seed(embeddings, ids, frame.get_column("user_id"))
+    assert frame.get_column("nearest_seed").to_list() == expected_nearest
+
+    id_type = "BIGINT" if id_kind == "int" else "VARCHAR"
+    described = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{result.audience}')").fetchall()
+    assert [(c[0], c[1]) for c in described] == [
+        ("user_id", id_type), ("rank", "BIGINT"), ("score", "DOUBLE"), ("tier", "DOUBLE"), ("nearest_seed", id_type)
+    ]
+    pandas_frame = pd.read_parquet(result.audience)
+    assert pandas_frame["rank"].dtype == np.int64 and pandas_frame["tier"].dtype == np.float64
+    assert pandas_frame["user_id"].tolist() == frame.get_column("user_id").to_list()
+
+
+def _naive_nearest_seed(embeddings: np.ndarray, ids: pl.Series, audience_ids: pl.Series) -> list:
+    row_of = {v: i for i, v in enumerate(ids.to_list())}
+    seeds = seed_rows()
+    nearest = []
+    for user in audience_ids.to_list():
+        sims = [float(np.dot(embeddings[row_of[user]], embeddings[s])) for s in seeds]
+        nearest.append(ids[int(seeds[int(np.argmax(sims))])])
+    return nearest
+
+
+def test_metadata_round_trips_through_pyarrow_and_duckdb(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    (build.index_dir).mkdir(parents=True)
+    (build.index_dir / "index.json").write_text('{"kind": "hnsw"}')
+    result = run_export(build, tmp_path, fraction=0.1, strategy="clusters")
+
+    metadata = read_audience_metadata(result.audience)
+    seed_ids = sorted(population_ids(N, "int")[seed_rows()].to_list())
+    assert metadata["model_build_id"] == "model-123"
+    assert metadata["build_id"] == "b1"
+    assert metadata["index_manifest_sha256"] == hashlib.sha256(b'{"kind": "hnsw"}').hexdigest()
+    assert metadata["seed_sha256"] == hashlib.sha256("\n".join(map(str, seed_ids)).encode()).hexdigest()
+    parameters = json.loads(metadata["parameters"])
+    assert parameters["strategy"] == "clusters" and parameters["fraction"] == 0.1
+    assert metadata["created_at"].endswith("+00:00")
+
+    rows = duckdb.sql(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{result.audience}')").fetchall()
+    from_duckdb = {k.removeprefix("lookalike."): v for k, v in rows if k.startswith("lookalike.")}
+    assert from_duckdb == metadata
+
+
+def test_fraction_and_tiers_are_relative_to_the_eligible_users(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    result = run_export(build, tmp_path, fraction=0.2)
+    eligible = N - len(seed_rows())
+    frame = pl.read_parquet(result.audience)
+    assert frame.height == band_size(0.2, eligible) == result.summary["size"]
+    for band in (0.05, 0.1, 0.2):
+        in_band = duckdb.sql(f"SELECT count(*) FROM read_parquet('{result.audience}') WHERE tier <= {band}").fetchall()
+        assert in_band == [(band_size(band, eligible),)]
+        assert frame.filter(pl.col("tier") <= band).get_column("rank").max() == band_size(band, eligible)
+
+
+def test_all_eligible_users_when_fewer_than_asked(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    ids = population_ids(N, "int")
+    eligible = write_ids(tmp_path / "eligible.parquet", ids[np.arange(0, 60)])
+    result = run_export(build, tmp_path, size=500, eligible=eligible)
+    expected = set(ids[np.setdiff1d(np.arange(60), seed_rows())].to_list())
+    assert set(pl.read_parquet(result.audience).get_column("user_id").to_list()) == expected
+
+
+def test_min_score_cuts_the_tail_and_small_audiences_refuse(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    full = pl.read_parquet(run_export(build, tmp_path, size=200, strategy="centroid").audience)
+    threshold = float(full.get_column("score")[49])
+    cut = pl.read_parquet(run_export(build, tmp_path, size=200, strategy="centroid", min_score=threshold).audience)
+    assert cut.equals(full.filter(pl.col("score") >= threshold))
+    with pytest.raises(AudienceError, match="min_audience_size"):
+        run_export(build, tmp_path, size=5)
+    too_high = float(full.get_column("score")[3])
+    with pytest.raises(AudienceError, match="score at least"):
+        run_export(build, tmp_path, size=200, strategy="centroid", min_score=too_high)
+
+
+def test_report_sections_and_overlap_with_the_previous_export(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    first = run_export(build, tmp_path, size=100, name="buyers")
+    assert json.loads(first.report_json.read_text())["overlap"] is None
+    second = run_export(build, tmp_path, size=150, name="buyers", strategy="centroid", out_name="b2.parquet")
+    report = json.loads(second.report_json.read_text())
+
+    before = set(pl.read_parquet(first.audience).get_column("user_id").to_list())
+    after = set(pl.read_parquet(second.audience).get_column("user_id").to_list())
+    overlap = report["overlap"]
+    assert (overlap["common"], overlap["added"], overlap["removed"]) == (
+        len(before & after), len(after - before), len(before - after)
+    )
+    assert overlap["jaccard"] == pytest.approx(len(before & after) / len(before | after))
+    assert second.summary["overlap_jaccard"] == overlap["jaccard"]
+
+    scores = pl.read_parquet(second.audience).get_column("score").to_numpy()
+    assert report["score_quantiles"]["0.5"] == pytest.approx(np.quantile(scores, 0.5))
+    assert report["reach_curve"][-1]["size"] == 150
+    assert report["reach_curve"][-1]["mean_score"] == pytest.approx(scores.mean())
+    assert [t["cumulative"] for t in report["tiers"]] == [min(150, band_size(b, N - 40)) for b in (0.05, 0.1, 0.2)] + [150]
+    assert report["seeds"]["matched"] == 40
+    assert "## Why these people" in second.report_md.read_text()
+
+
+def test_why_these_people_matches_a_hand_computed_difference(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    result = run_export(build, tmp_path, size=100)
+    features = json.loads(result.report_json.read_text())["features"]
+
+    table = pl.read_parquet(build.features)
+    audience = set(pl.read_parquet(result.audience).get_column("user_id").to_list())
+    seeds = set(population_ids(N, "int")[seed_rows()].to_list())
+    values = table.get_column("purchases_30d").to_numpy()
+    in_audience = table.get_column("user_id").is_in(pl.Series(list(audience)).implode()).to_numpy()
+    eligible = ~table.get_column("user_id").is_in(pl.Series(list(seeds)).implode()).to_numpy()
+    a, e = values[in_audience], values[eligible]
+    smd = (a.mean() - e.mean()) / np.sqrt((a.var(ddof=1) + e.var(ddof=1)) / 2)
+
+    top = features["numeric"][0]
+    assert top["feature"] == "purchases_30d"
+    assert top["standardized_difference"] == pytest.approx(smd)
+    country = next(f for f in features["categorical"] if f["feature"] == "country")
+    shares = pl.Series(table.get_column("country").to_numpy()[in_audience]).value_counts(normalize=True)
+    assert country["audience_share"] == pytest.approx(shares.filter(pl.col("") == country["value"])["proportion"][0])
+
+
+def test_a_failed_write_leaves_the_previous_file(tmp_path, embeddings, monkeypatch):
+    build = write_build(tmp_path / "w", embeddings)
+    first = run_export(build, tmp_path, size=100)
+    before = first.audience.read_bytes()
+
+    def broken(self, batch, row_group_size=None):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_batch", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_export(build, tmp_path, size=150)
+    assert first.audience.read_bytes() == before
+    assert sorted(p.name for p in first.audience.parent.iterdir()) == sorted(
+        ["audience.parquet", "audience.report.json", "audience.report.md"]
+    )
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import pyarrow.parquet as pq
+    from lookalike.audience import ExactSearch
+    from lookalike.config import AudienceConfig, LookalikeConfig
+    from lookalike.export import export_audience
+    from lookalike.workdir import BuildPaths
+
+    write_batch = pq.ParquetWriter.write_batch
+
+    def slow_write_batch(self, batch, row_group_size=None):
+        write_batch(self, batch, row_group_size)
+        print("wrote a row group", flush=True)
+        time.sleep(60)
+
+    pq.ParquetWriter.write_batch = slow_write_batch
+    build = BuildPaths(__import__("pathlib").Path(sys.argv[1]))
+    config = LookalikeConfig(audience=AudienceConfig(min_audience_size=10, min_seed_size=20))
+    export_audience(build, sys.argv[2], sys.argv[3], size=400, config=config,
+                    search=ExactSearch(np.load(build.embeddings)), progress=lambda _: None)
+    """
+)
+
+
+def test_an_export_killed_during_the_write_leaves_the_old_file_or_the_new_one(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    first = run_export(build, tmp_path, size=100)
+    before = first.audience.read_bytes()
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER)
+    args = [sys.executable, str(script), str(build.root), str(tmp_path / "seeds.csv"), str(first.audience)]
+    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR.parent)}
+
+    writer = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "wrote a row group"
+    assert any(".tmp-" in p.name for p in first.audience.parent.iterdir())  # the new file is half written
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert first.audience.read_bytes() == before
+
+    run_export(build, tmp_path, size=400)
+    assert pl.read_parquet(first.audience).height == 400
