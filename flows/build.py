@@ -1,0 +1,85 @@
+"""The build flow: ingest -> features -> train -> embed -> index, one task per step.
+
+Tasks are thin wrappers over :mod:`lookalike.build` and pass only paths and small dicts. A build
+whose id (a hash of input contents, config and package version) is already complete is reused:
+none of its tasks run again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_markdown_artifact
+
+from lookalike import build as steps
+from lookalike.workdir import BuildPaths, Workdir
+
+IO_RETRIES = 2
+IO_RETRY_DELAYS = [2.0, 10.0]
+
+
+def _log(message: str) -> None:
+    get_run_logger().info(message)
+
+
+@task(name="ingest-and-features", cache_policy=NO_CACHE, retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
+      retry_condition_fn=lambda task, run, state: _is_io_error(state))
+def features_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
+    """Validate the input tables and write the point-in-time feature table."""
+    report = steps.step_features(build, request)
+    _log(f"features: {report['features']['n_users']} users, "
+         f"{report['features']['n_numeric']} numeric and "
+         f"{report['features']['n_categorical']} categorical features")
+    return report
+
+
+def _is_io_error(state: Any) -> bool:
+    """Retry only transient I/O failures; bad input fails at once."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(name="finalize-build", cache_policy=NO_CACHE)
+def finalize_task(workdir: Workdir, build: BuildPaths, request: steps.BuildRequest,
+                  fingerprints: dict[str, Any], reports: dict[str, Any]) -> dict[str, Any]:
+    """Write the manifest last and switch the current pointer."""
+    return steps.finalize_build(workdir, build, request, fingerprints, reports)
+
+
+@flow(name="lookalike-build")
+def build_flow(workdir: str, conversions: str, events: str | None = None,
+               profiles: str | None = None, as_of: str | None = None,
+               config_path: str | None = None) -> dict[str, Any]:
+    """Build (or reuse) the model, embeddings and index for these inputs; returns a summary."""
+    from lookalike.config import load_config
+
+    request = steps.BuildRequest(events=events, profiles=profiles, conversions=conversions,
+                                 as_of=as_of, config=load_config(config_path))
+    wd = Workdir(workdir)
+    build, fingerprints = steps.prepare_build(wd, request)
+    if build.is_complete():
+        _log(f"inputs and config unchanged: reusing build {build.build_id}")
+        wd.set_current(build.build_id)
+        return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
+    reports = {"features": features_task(build, request)}
+    manifest = finalize_task(wd, build, request, fingerprints, reports)
+    create_markdown_artifact(
+        key="lookalike-build", markdown=_build_markdown(manifest), description="lookalike build"
+    )
+    return {"build_id": build.build_id, "reused": False, "path": str(build.root)}
+
+
+def _build_markdown(manifest: dict[str, Any]) -> str:
+    features = manifest["steps"]["features"]["features"]
+    return (
+        f"# Build {manifest['build_id']}\n\n"
+        f"- users: {features['n_users']}\n- as of: {features['as_of']}\n"
+        f"- numeric features: {features['n_numeric']}, categorical: {features['n_categorical']}\n"
+    )

@@ -1,0 +1,120 @@
+"""The ``lookalike`` command line. ``build`` and ``export`` run the Prefect flows (embedded mode
+when no server is configured, so every run also shows up in a Prefect UI when one is)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from lookalike.errors import LookalikeError
+
+app = typer.Typer(
+    help="Lookalike audiences from first-party data: build a model and index, export audiences.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+F = TypeVar("F", bound=Callable[..., Any])
+_state = {"debug": False}
+
+
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def fails_cleanly(command: F) -> F:
+    """Turn errors into one line on stderr and exit code 1 (a traceback only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except LookalikeError as exc:
+            _fail(f"error: {exc}")
+        except Exception as exc:
+            _fail(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def configure_console_logging() -> None:
+    """Send Prefect's console log to this command's stderr, one line per failure unless --debug.
+
+    The API log (what the Prefect UI shows) keeps full tracebacks either way.
+    """
+    for name in ("", "prefect"):
+        for handler in logging.getLogger(name).handlers:
+            if hasattr(handler, "console"):
+                handler.console.file = sys.stderr
+            if isinstance(handler, logging.StreamHandler) and not _state["debug"]:
+                class_format = type(handler).format.__get__(handler)  # never wrap a wrapper
+                handler.format = functools.partial(_format_without_traceback, class_format)
+
+
+def _format_without_traceback(format_record: Callable[[logging.LogRecord], str],
+                              record: logging.LogRecord) -> str:
+    saved = record.exc_info, record.exc_text
+    record.exc_info, record.exc_text = None, None
+    try:
+        return format_record(record)
+    finally:
+        record.exc_info, record.exc_text = saved
+
+
+def _fail(message: str) -> None:
+    if _state["debug"]:
+        traceback.print_exc()
+    typer.echo(message.splitlines()[0] if message else "error", err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+@fails_cleanly
+def generate(
+    users: Annotated[int, typer.Option("--users", min=100, help="Number of users to generate.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for events, profiles, conversions.")],
+    events_per_user: Annotated[float, typer.Option(help="Mean events per user.")] = 50.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
+) -> None:
+    """Write synthetic events, profiles and conversions from a hidden latent model."""
+    from lookalike.synthetic import generate as generate_data
+
+    data = generate_data(out, users, events_per_user=events_per_user, seed=seed, progress=typer.echo)
+    typer.echo(f"wrote {data.events}, {data.profiles}, {data.conversions} (ground truth: {data.truth})")
+
+
+@app.command()
+@fails_cleanly
+def build(
+    workdir: Annotated[Path, typer.Option(help="Folder that keeps versioned builds.")],
+    conversions: Annotated[str, typer.Option(help="Conversions table (Parquet/CSV, file/dir/glob).")],
+    events: Annotated[str | None, typer.Option(help="Events table.")] = None,
+    profiles: Annotated[str | None, typer.Option(help="Profiles table.")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+) -> None:
+    """Validate inputs and build features, model, embeddings and index into WORKDIR."""
+    from flows.build import build_flow
+
+    configure_console_logging()
+    if events is None and profiles is None:
+        raise LookalikeError("give at least one of --events or --profiles")
+    result = build_flow(workdir=str(workdir), conversions=conversions, events=events,
+                        profiles=profiles, as_of=as_of,
+                        config_path=str(config) if config else None)
+    verb = "reused" if result["reused"] else "built"
+    typer.echo(f"{verb} {result['build_id']} at {result['path']}")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

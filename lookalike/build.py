@@ -1,0 +1,157 @@
+"""A build: inputs -> features -> model -> embeddings -> index, in one versioned workdir folder.
+
+Each step is a function of (build paths, request) that reads the previous step's files and writes
+its own, so the flows in ``flows/`` can run each one as a task and pass only paths. The build id is
+a hash of the input files' content, the config and the package version: the same inputs give the
+same build id, and a complete build with that id is reused instead of recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from lookalike.artifacts import (
+    atomic_write,
+    read_json,
+    sha256_file,
+    sweep_stale_temp_files,
+    write_json,
+)
+from lookalike.config import LookalikeConfig
+from lookalike.errors import InputError
+from lookalike.features import compute_features, parse_as_of
+from lookalike.ingest import align_id_dtype, load_conversions, load_events, load_profiles, resolve_files
+from lookalike.schema import USER_ID
+from lookalike.workdir import BuildPaths, Workdir
+
+PACKAGE_VERSION = version("lookalike")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build: input locations, the as-of time and the config."""
+
+    events: str | None
+    profiles: str | None
+    conversions: str
+    as_of: str | None = None
+    config: LookalikeConfig = field(default_factory=LookalikeConfig)
+
+    def inputs(self) -> dict[str, str]:
+        named = {"events": self.events, "profiles": self.profiles, "conversions": self.conversions}
+        return {k: v for k, v in named.items() if v is not None}
+
+
+def fingerprint_inputs(request: BuildRequest) -> dict[str, Any]:
+    """Content fingerprints (sha256 and size of every file) of each input table."""
+    if request.events is None and request.profiles is None:
+        raise InputError("inputs", "need at least one of --events or --profiles")
+    prints = {}
+    for kind, path in request.inputs().items():
+        files = resolve_files(path)
+        prints[kind] = {
+            "path": path,
+            "files": [{"file": f, "sha256": sha256_file(f), "bytes": Path(f).stat().st_size}
+                      for f in files],
+        }
+    return prints
+
+
+def build_id_for(request: BuildRequest, fingerprints: dict[str, Any]) -> str:
+    """Same inputs, config, as-of and package version give the same build id."""
+    content = {
+        "inputs": {k: [f["sha256"] for f in v["files"]] for k, v in fingerprints.items()},
+        "config": request.config.fingerprint(),
+        "as_of": request.as_of,
+        "version": PACKAGE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_build(workdir: Workdir, request: BuildRequest) -> tuple[BuildPaths, dict[str, Any]]:
+    """Sweep stale temporary files, fingerprint the inputs and name the build folder."""
+    sweep_stale_temp_files(workdir.root)
+    fingerprints = fingerprint_inputs(request)
+    build = workdir.build(build_id_for(request, fingerprints))
+    build.root.mkdir(parents=True, exist_ok=True)
+    return build, fingerprints
+
+
+def step_features(build: BuildPaths, request: BuildRequest) -> dict[str, Any]:
+    """Validate the inputs, write the feature table, its spec and the population's conversions."""
+    cfg = request.config
+    events = load_events(request.events, csv_separator=cfg.ingest.csv_separator) if request.events else None
+    profiles = (
+        load_profiles(request.profiles, deny_columns=cfg.ingest.deny_columns,
+                      csv_separator=cfg.ingest.csv_separator)
+        if request.profiles else None
+    )
+    conversions = load_conversions(request.conversions, csv_separator=cfg.ingest.csv_separator)
+    result = compute_features(events, profiles, build.features, build.spec,
+                              as_of=parse_as_of(request.as_of), config=cfg)
+    conversion_report = write_population_conversions(conversions.frame, request.conversions,
+                                                     build.features, build.conversions)
+    reports = {
+        "events": asdict(events.report) if events else None,
+        "profiles": asdict(profiles.report) if profiles else None,
+        "conversions": {**asdict(conversions.report), **conversion_report},
+        "features": {"n_users": result.n_users, "n_numeric": result.n_numeric,
+                     "n_categorical": result.n_categorical, "as_of": str(result.as_of),
+                     "notes": result.notes},
+    }
+    write_json(build.root / "ingest_report.json", reports)
+    return reports
+
+
+def write_population_conversions(conversions: pl.LazyFrame, path: str, features_path: Path,
+                                 out: Path) -> dict[str, Any]:
+    """Keep conversions of population users; count (never silently drop) the others."""
+    population = pl.scan_parquet(features_path).select(USER_ID)
+    dtype = population.collect_schema()[USER_ID]
+    conversions = align_id_dtype(conversions, dtype, path).unique()
+    known = conversions.join(population, on=USER_ID, how="semi").collect()
+    total = conversions.select(pl.len()).collect().item()
+    if known.height == 0:
+        raise InputError(path, f"none of the {total} conversions belong to a population user",
+                         column=USER_ID, fix="check that conversions use the same user ids as the "
+                         "events/profiles tables")
+    with atomic_write(out) as tmp:
+        known.sort([USER_ID, "conversion_type"]).write_parquet(tmp)
+    per_type = dict(known.group_by("conversion_type").len().sort("conversion_type").iter_rows())
+    return {"conversions_outside_population": total - known.height, "converters_per_type": per_type}
+
+
+def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,
+                   fingerprints: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
+    """Write the manifest last (checksums of every file) and make the build current."""
+    files = {
+        str(p.relative_to(build.root)): sha256_file(p)
+        for p in sorted(build.root.rglob("*"))
+        if p.is_file() and p != build.manifest and "checkpoints" not in p.parts
+    }
+    manifest = {
+        "build_id": build.build_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "package_version": PACKAGE_VERSION,
+        "as_of": request.as_of,
+        "config": request.config.model_dump(mode="json"),
+        "config_fingerprint": request.config.fingerprint(),
+        "inputs": fingerprints,
+        "steps": steps,
+        "files": files,
+    }
+    write_json(build.manifest, manifest)
+    workdir.set_current(build.build_id)
+    return manifest
+
+
+def load_manifest(build: BuildPaths) -> dict[str, Any]:
+    return read_json(build.manifest)

@@ -1,0 +1,307 @@
+"""Per-user, point-in-time features from events and profiles.
+
+Only events strictly before ``as_of`` count, so a feature never sees the future. The output is one
+Parquet table keyed by ``user_id`` (raw, readable values) plus a :class:`~lookalike.spec.FeatureSpec`
+with the scaling fitted once on this table; every later step encodes through that spec.
+
+Event features (per user): event counts per type and window, recency and tenure in days, active
+days, value sum/mean/max, distinct items and categories, and category affinity (the share of events
+in each of the top-N categories, the rest hashed into a few buckets). Profile features: numeric
+columns stay numeric, text/boolean columns and declared integer codes become categorical, dates
+become "days before as_of".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from lookalike.artifacts import atomic_write
+from lookalike.config import FeatureConfig, LookalikeConfig
+from lookalike.errors import InputError
+from lookalike.ingest import Table
+from lookalike.schema import USER_ID, is_float, is_integer, is_textual
+from lookalike.spec import CategoricalFeature, FeatureSpec, NumericFeature, fit_quantiles
+
+PARQUET_ROW_GROUP = 1_000_000
+OTHER_EVENT_TYPE = "other"
+# Event features with no meaningful value for a user without events (the rest are counts, so 0).
+UNDEFINED_WITHOUT_EVENTS = frozenset({"recency_days", "tenure_days", "value_mean", "value_max"})
+# A text column with more distinct values than this share of rows is an identifier, not a category.
+MAX_UNIQUE_SHARE_FOR_CATEGORICAL = 0.5
+
+
+@dataclass
+class FeatureResult:
+    """Where the feature table and spec were written, and what a user should know about them."""
+
+    features_path: Path
+    spec_path: Path
+    n_users: int
+    n_numeric: int
+    n_categorical: int
+    as_of: datetime | None
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_as_of(value: str | datetime | None) -> datetime | None:
+    """An as-of time as an aware UTC datetime; naive values are taken as UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InputError("--as-of", f"'{value}' is not an ISO 8601 time",
+                             expected="e.g. 2024-06-01 or 2024-06-01T00:00:00Z") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def default_as_of(events: pl.LazyFrame) -> datetime:
+    """The latest event time (events at exactly this instant are then excluded)."""
+    latest = events.select(pl.col("event_time").max()).collect().item()
+    return parse_as_of(latest)
+
+
+def slug(text: str) -> str:
+    """A column-name-safe lowercase version of an event type or category."""
+    return re.sub(r"[^0-9a-z]+", "_", str(text).lower()).strip("_") or "x"
+
+
+def _unique_names(values: list[str], prefix: str, taken: set[str]) -> dict[str, str]:
+    names = {}
+    for value in values:
+        base = f"{prefix}{slug(value)}"
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        names[value] = name
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Events
+
+
+def _top_values(frame: pl.LazyFrame, column: str, limit: int) -> list[str]:
+    counts = (
+        frame.group_by(column).len().filter(pl.col(column).is_not_null())
+        .sort(["len", column], descending=[True, False]).head(limit).collect(engine="streaming")
+    )
+    return counts.get_column(column).to_list()
+
+
+def event_feature_frame(events: pl.LazyFrame, as_of: datetime, config: FeatureConfig) -> pl.LazyFrame:
+    """One row per user with events before ``as_of``: the aggregate features described above."""
+    past = events.filter(pl.col("event_time") < as_of)
+    columns = set(past.collect_schema().names())
+    taken: set[str] = set()
+    types = _top_values(past, "event_type", config.max_event_types)
+    type_names = _unique_names(types, "n_", taken)
+    windows = {w: pl.col("event_time") >= as_of - timedelta(days=w) for w in config.windows_days}
+
+    exprs = [pl.len().alias("n_events_total")]
+    for w, recent in windows.items():
+        exprs.append(recent.sum().alias(f"n_events_{w}d"))
+    is_other = ~pl.col("event_type").is_in(types)
+    for event_type, name in [*type_names.items(), (None, "n_" + OTHER_EVENT_TYPE)]:
+        is_type = is_other if event_type is None else pl.col("event_type") == event_type
+        exprs.extend((is_type & recent).sum().alias(f"{name}_{w}d") for w, recent in windows.items())
+    days = 86_400_000_000
+    exprs += [
+        ((pl.lit(as_of) - pl.col("event_time").max()).dt.total_microseconds() / days).alias("recency_days"),
+        ((pl.lit(as_of) - pl.col("event_time").min()).dt.total_microseconds() / days).alias("tenure_days"),
+        pl.col("event_time").dt.date().n_unique().alias("active_days"),
+    ]
+    if "value" in columns:
+        exprs += [pl.col("value").sum().alias("value_sum"), pl.col("value").mean().alias("value_mean"),
+                  pl.col("value").max().alias("value_max")]
+    if "item_id" in columns:
+        exprs.append(pl.col("item_id").drop_nulls().n_unique().alias("n_items"))
+    if "category" in columns:
+        exprs += _category_affinity(past, config, taken)
+    return past.group_by(USER_ID).agg(exprs)
+
+
+def _category_affinity(past: pl.LazyFrame, config: FeatureConfig, taken: set[str]) -> list[pl.Expr]:
+    top = _top_values(past, "category", config.top_categories)
+    names = _unique_names(top, "cat_share_", taken)
+    total = pl.col("category").is_not_null().sum().clip(lower_bound=1)
+    exprs = [pl.col("category").drop_nulls().n_unique().alias("n_categories")]
+    exprs += [((pl.col("category") == c).sum() / total).alias(n) for c, n in names.items()]
+    if config.category_hash_buckets:
+        rest = pl.col("category").is_not_null() & ~pl.col("category").is_in(top)
+        bucket = pl.col("category").hash(seed=0) % config.category_hash_buckets
+        exprs += [
+            ((rest & (bucket == b)).sum() / total).alias(f"cat_share_hashed_{b}")
+            for b in range(config.category_hash_buckets)
+        ]
+    return exprs
+
+
+# --------------------------------------------------------------------------------------------
+# Profiles
+
+
+@dataclass
+class _ProfileColumns:
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def profile_feature_frame(
+    profiles: pl.LazyFrame, as_of: datetime | None, config: LookalikeConfig, taken: set[str],
+) -> tuple[pl.LazyFrame, _ProfileColumns]:
+    """Profile columns as features: numeric stays numeric, codes and text become categorical."""
+    schema = profiles.collect_schema()
+    declared = set(config.ingest.categorical_int_columns)
+    kinds = _ProfileColumns()
+    missing_declared = sorted(declared - set(schema.names()))
+    if missing_declared:
+        kinds.notes.append(f"categorical_int_columns not in profiles: {missing_declared}")
+    exprs = [pl.col(USER_ID)]
+    reference = as_of or datetime(1970, 1, 1, tzinfo=UTC)
+    for column, dtype in schema.items():
+        if column == USER_ID:
+            continue
+        name = column if column not in taken else f"profile_{column}"
+        taken.add(name)
+        if (is_integer(dtype) and column in declared) or is_textual(dtype) or dtype == pl.Boolean:
+            exprs.append(pl.col(column).cast(pl.String).alias(name))
+            kinds.categorical.append(name)
+        elif is_integer(dtype) or is_float(dtype):
+            value = pl.col(column).cast(pl.Float64)
+            exprs.append(pl.when(value.is_finite()).then(value).alias(name))
+            kinds.numeric.append(name)
+        elif dtype == pl.Date or isinstance(dtype, pl.Datetime):
+            when = pl.col(column).cast(pl.Datetime("us"))
+            when = when.dt.replace_time_zone("UTC") if getattr(dtype, "time_zone", None) is None \
+                else pl.col(column).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+            exprs.append(((pl.lit(reference) - when).dt.total_seconds() / 86_400).alias(f"{name}_days_ago"))
+            kinds.numeric.append(f"{name}_days_ago")
+        else:
+            kinds.notes.append(f"profile column '{column}' of type {dtype} ignored (not numeric, text or date)")
+    return profiles.select(exprs), kinds
+
+
+# --------------------------------------------------------------------------------------------
+# The feature table
+
+
+def compute_features(
+    events: Table | None,
+    profiles: Table | None,
+    features_path: str | Path,
+    spec_path: str | Path,
+    *,
+    as_of: str | datetime | None = None,
+    config: LookalikeConfig = LookalikeConfig(),
+) -> FeatureResult:
+    """Write the feature table and its spec; return where they are and what was noticed."""
+    if events is None and profiles is None:
+        raise InputError("inputs", "need at least one of an events table or a profiles table")
+    as_of = parse_as_of(as_of)
+    if events is not None and as_of is None:
+        as_of = default_as_of(events.frame)
+    notes: list[str] = []
+    taken: set[str] = {USER_ID}
+    frames: list[pl.LazyFrame] = []
+    numeric: list[str] = []
+    categorical: list[str] = []
+    profile_numeric: set[str] = set()
+    event_columns: list[str] = []
+    if events is not None:
+        event_frame = event_feature_frame(events.frame, as_of, config.features)
+        frames.append(event_frame)
+        event_columns = [c for c in event_frame.collect_schema().names() if c != USER_ID]
+        numeric += event_columns
+        taken.update(event_columns)
+    if profiles is not None:
+        profile_frame, kinds = profile_feature_frame(profiles.frame, as_of, config, taken)
+        frames.append(profile_frame)
+        numeric += kinds.numeric
+        profile_numeric.update(kinds.numeric)
+        categorical += kinds.categorical
+        notes += kinds.notes
+
+    table = _join_population(frames, events is not None, profiles is not None, notes)
+    table = _fill_event_counts(table, event_columns)
+    categorical = _drop_identifier_like(table, categorical, notes)
+    table = table.select([USER_ID, *numeric, *categorical]).sort(USER_ID)
+    if table.height == 0:
+        raise InputError("inputs", f"no users have events before as_of {as_of}",
+                         fix="choose a later --as-of")
+    spec = _fit_spec(table, numeric, categorical, profile_numeric, as_of, config.features)
+    features_path, spec_path = Path(features_path), Path(spec_path)
+    with atomic_write(features_path) as tmp:
+        table.write_parquet(tmp, compression="zstd", row_group_size=PARQUET_ROW_GROUP)
+    spec.save(spec_path)
+    return FeatureResult(features_path, spec_path, table.height, len(numeric), len(categorical),
+                         as_of, notes)
+
+
+def _join_population(frames: list[pl.LazyFrame], has_events: bool, has_profiles: bool,
+                     notes: list[str]) -> pl.DataFrame:
+    """Population = profile users if there are profiles, else users with events before as_of."""
+    if has_events and has_profiles:
+        event_frame, profile_frame = frames
+        outside = event_frame.join(profile_frame, on=USER_ID, how="anti").select(pl.len())
+        n_outside = outside.collect(engine="streaming").item()
+        if n_outside:
+            notes.append(f"events of {n_outside} users not in profiles were ignored")
+        return profile_frame.join(event_frame, on=USER_ID, how="left").collect(engine="streaming")
+    return frames[0].collect(engine="streaming")
+
+
+def _fill_event_counts(table: pl.DataFrame, event_columns: list[str]) -> pl.DataFrame:
+    """Users without events have zero counts; recency, tenure and value stats stay missing."""
+    counts = [c for c in event_columns if c not in UNDEFINED_WITHOUT_EVENTS]
+    return table.with_columns([pl.col(c).fill_null(0) for c in counts])
+
+
+def _drop_identifier_like(table: pl.DataFrame, categorical: list[str], notes: list[str]) -> list[str]:
+    kept = []
+    for column in categorical:
+        unique_share = table.get_column(column).n_unique() / max(1, table.height)
+        if table.height >= 100 and unique_share > MAX_UNIQUE_SHARE_FOR_CATEGORICAL:
+            notes.append(f"profile column '{column}' looks like an identifier "
+                         f"({unique_share:.0%} distinct values) and was not used")
+        else:
+            kept.append(column)
+    return kept
+
+
+def _fit_spec(table: pl.DataFrame, numeric: list[str], categorical: list[str],
+              profile_numeric: set[str], as_of: datetime | None, config: FeatureConfig) -> FeatureSpec:
+    sample = table.sample(config.scaling_sample, seed=0) if table.height > config.scaling_sample else table
+    numeric_features = [
+        NumericFeature(
+            name=c,
+            quantiles=fit_quantiles(sample.get_column(c).cast(pl.Float64).to_numpy(), config.n_quantiles),
+            has_missing=table.get_column(c).null_count() > 0,
+            source="profiles" if c in profile_numeric else "events",
+        )
+        for c in numeric
+    ]
+    categorical_features = [
+        CategoricalFeature(name=c, vocabulary=_vocabulary(table.get_column(c), config.max_categorical_cardinality))
+        for c in categorical
+    ]
+    return FeatureSpec(
+        id_dtype=str(table.schema[USER_ID]).lower(),
+        as_of=as_of.isoformat() if as_of else None,
+        n_users=table.height,
+        numeric=numeric_features,
+        categorical=categorical_features,
+    )
+
+
+def _vocabulary(column: pl.Series, limit: int) -> list[str]:
+    counts = column.drop_nulls().value_counts(name="n").sort(["n", column.name], descending=[True, False])
+    return counts.get_column(column.name).head(limit).to_list()

@@ -1,0 +1,398 @@
+"""Read and validate input tables (the contract in :mod:`lookalike.schema` and ``data/README.md``).
+
+Each ``load_*`` function returns a normalized polars ``LazyFrame`` (or a small ``DataFrame`` for
+user lists) after validating the whole table in one streaming pass. Anything that breaks the
+contract raises :class:`~lookalike.errors.InputError` naming the file, the column, what was
+expected and example offending rows; nothing is written before validation passes.
+
+Normalization: ``user_id`` becomes Int64 or String; timestamps become ``Datetime("us", "UTC")``
+(naive values are taken as UTC, tz-aware ones converted, ISO strings parsed, integer epochs read in
+the unit their magnitude implies); exact duplicate events are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fsspec
+import polars as pl
+import pyarrow.parquet as pq
+
+from lookalike.errors import InputError
+from lookalike.schema import (
+    CONVERSIONS,
+    DEFAULT_CONVERSION_TYPE,
+    EVENTS,
+    PROFILES,
+    SEEDS,
+    TIMESTAMP,
+    USER_ID,
+    USER_LIST,
+    TableContract,
+    is_float,
+    is_integer,
+    is_textual,
+)
+
+PARQUET_MAGIC = b"PAR1"
+# Text timestamps: ISO 8601 with "T" or a space, optional fraction, optional offset or "Z".
+ISO_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M%#z",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+)
+# Numeric epochs: the unit is read from the magnitude (values below 1e11 are seconds, which covers
+# dates up to the year 5138; then milliseconds, microseconds, and nanoseconds above 1e17).
+_EPOCH_LIMITS = {"s": 1e11, "ms": 1e14, "us": 1e17}
+
+
+@dataclass
+class TableReport:
+    """What ingest saw in one table: counts a user should know about, never silent drops."""
+
+    file: str
+    rows: int = 0
+    duplicates_dropped: int = 0
+    ignored_columns: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Table:
+    """A validated table: the normalized lazy frame plus its report."""
+
+    frame: pl.LazyFrame
+    report: TableReport
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def resolve_files(path: str) -> list[str]:
+    """Expand a file, directory or glob (local or an fsspec URL) into data files, sorted."""
+    fs, root = fsspec.core.url_to_fs(path)
+    if fs.isdir(root):
+        files = [f for f in fs.find(root) if f.endswith((".parquet", ".csv", ".pq"))]
+    elif globlib.has_magic(root):
+        files = fs.glob(root)
+    elif fs.exists(root):
+        files = [root]
+    else:
+        raise InputError(path, "does not exist", fix="check the path")
+    if not files:
+        raise InputError(path, "contains no .parquet or .csv files")
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
+    return sorted(prefix + f for f in files)
+
+
+def detect_format(file: str) -> str:
+    """'parquet' or 'csv' from the file's bytes (not its name); truncated Parquet is rejected."""
+    with fsspec.open(file, "rb") as fh:
+        head = fh.read(4)
+        if head == PARQUET_MAGIC:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 4))
+            if size < 12 or fh.read(4) != PARQUET_MAGIC:
+                raise InputError(file, "is a truncated or corrupted Parquet file (no footer)",
+                                 fix="re-export the file completely")
+            return "parquet"
+        sample = head + fh.read(4096)
+    if not sample:
+        raise InputError(file, "is empty (0 bytes)")
+    if b"\x00" in sample:
+        raise InputError(file, "is neither Parquet nor CSV (binary content)",
+                         fix="provide Parquet or CSV")
+    if file.endswith((".parquet", ".pq")):
+        raise InputError(file, "is named .parquet but is not a Parquet file (it looks like text/CSV)",
+                         fix="rename it to .csv or write real Parquet")
+    return "csv"
+
+
+def scan_table(path: str, *, csv_separator: str = ",") -> tuple[pl.LazyFrame, list[str]]:
+    """Lazily scan every file behind ``path`` as one table; returns the frame and the files."""
+    files = resolve_files(path)
+    formats = {detect_format(f) for f in files}
+    if len(formats) > 1:
+        raise InputError(path, "mixes Parquet and CSV files", fix="keep one format per table")
+    if formats == {"parquet"}:
+        for file in files:
+            _check_parquet_footer(file)
+        frame = pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+    else:
+        frame = pl.concat(
+            [pl.scan_csv(f, separator=csv_separator, infer_schema_length=10_000) for f in files],
+            how="diagonal_relaxed",
+        )
+    return frame, files
+
+
+def _check_parquet_footer(file: str) -> None:
+    try:
+        with fsspec.open(file, "rb") as fh:
+            pq.read_metadata(fh)
+    except Exception as exc:  # pyarrow raises several types for damaged footers
+        raise InputError(file, f"is not a readable Parquet file ({exc})",
+                         fix="re-export the file") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Column normalization
+
+
+def _require_columns(frame: pl.LazyFrame, contract: TableContract, path: str) -> list[str]:
+    columns = frame.collect_schema().names()
+    missing = [c for c in contract.required if c not in columns]
+    if missing:
+        raise InputError(
+            path,
+            f"the {contract.kind} table is missing required column(s) {missing}",
+            expected=contract.describe(),
+            examples=[f"columns found: {columns}"],
+        )
+    return columns
+
+
+def user_id_expr(dtype: pl.DataType, path: str) -> pl.Expr:
+    """Normalize user_id to Int64 (integers, integral floats) or String (text)."""
+    col = pl.col(USER_ID)
+    if is_integer(dtype):
+        return col.cast(pl.Int64)
+    if is_float(dtype):
+        return col.cast(pl.Int64, strict=False)
+    if is_textual(dtype):
+        return col.cast(pl.String).str.strip_chars()
+    raise InputError(path, f"has type {dtype}", column=USER_ID, expected="integer or string ids")
+
+
+def timestamp_expr(name: str, dtype: pl.DataType, path: str) -> pl.Expr:
+    """Normalize a timestamp column to UTC microseconds; unparseable values become null."""
+    col = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        col = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col
+        return col.dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if is_textual(dtype):
+        text = col.cast(pl.String).str.strip_chars()
+        return pl.coalesce(
+            [text.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False)
+             for f in ISO_FORMATS]
+        )
+    if is_integer(dtype) or is_float(dtype):
+        return _epoch_expr(col)
+    raise InputError(path, f"has type {dtype}", column=name,
+                     expected="a timestamp, a date, an ISO 8601 string or an integer epoch")
+
+
+def _epoch_expr(col: pl.Expr) -> pl.Expr:
+    value = col.cast(pl.Float64)
+    magnitude = value.abs()
+    micros = pl.when(magnitude < _EPOCH_LIMITS["s"]).then(value * 1e6)
+    micros = micros.when(magnitude < _EPOCH_LIMITS["ms"]).then(value * 1e3)
+    micros = micros.when(magnitude < _EPOCH_LIMITS["us"]).then(value).otherwise(value / 1e3)
+    finite = pl.when(micros.is_finite()).then(micros)
+    return finite.cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def _bad_rows(frame: pl.LazyFrame, condition: pl.Expr, columns: list[str]) -> list[dict]:
+    return frame.filter(condition).select(columns).head(5).collect().to_dicts()
+
+
+def _fail_if_any(
+    frame: pl.LazyFrame, condition: pl.Expr, show: list[str], path: str, *, column: str,
+    problem: str, expected: str, fix: str | None = None,
+) -> None:
+    examples = _bad_rows(frame, condition, show)
+    if examples:
+        raise InputError(path, problem, column=column, expected=expected, examples=examples, fix=fix)
+
+
+def _check_user_ids(raw: pl.LazyFrame, normalized: pl.Expr, path: str) -> None:
+    """Reject null, empty and non-integral ids, showing the raw offending rows."""
+    bad = normalized.is_null() | (normalized.cast(pl.String) == "")
+    _fail_if_any(
+        raw.with_row_index("row"), bad, ["row", USER_ID], path, column=USER_ID,
+        problem="has null, empty or non-integral ids", expected="a non-empty id on every row",
+        fix="drop or repair those rows",
+    )
+
+
+def _normalize_ids(frame: pl.LazyFrame, path: str) -> pl.LazyFrame:
+    dtype = frame.collect_schema()[USER_ID]
+    expr = user_id_expr(dtype, path)
+    _check_user_ids(frame, expr, path)
+    return frame.with_columns(expr.alias(USER_ID))
+
+
+def _normalize_time(frame: pl.LazyFrame, name: str, path: str, *, required: bool) -> pl.LazyFrame:
+    dtype = frame.collect_schema()[name]
+    parsed = timestamp_expr(name, dtype, path)
+    unparseable = parsed.is_null() & pl.col(name).is_not_null()
+    if required:
+        unparseable = unparseable | pl.col(name).is_null()
+    _fail_if_any(
+        frame.with_row_index("row"), unparseable, ["row", USER_ID, name], path, column=name,
+        problem="has missing or unparseable timestamps",
+        expected="a timestamp, an ISO 8601 string such as 2024-05-01T13:45:00Z, or an epoch",
+    )
+    return frame.with_columns(parsed.alias(name))
+
+
+def _ensure_not_empty(frame: pl.LazyFrame, path: str, kind: str) -> int:
+    rows = frame.select(pl.len()).collect().item()
+    if rows == 0:
+        raise InputError(path, f"the {kind} table has no rows")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def load_events(path: str, *, csv_separator: str = ",") -> Table:
+    """Validate and normalize an events table; exact duplicate events are dropped and counted."""
+    raw, _ = scan_table(path, csv_separator=csv_separator)
+    columns = _require_columns(raw, EVENTS, path)
+    report = TableReport(file=path)
+    report.ignored_columns = [c for c in columns if c not in EVENTS.required + EVENTS.optional]
+    if report.ignored_columns:
+        report.notes.append(f"ignored extra event columns {report.ignored_columns}")
+    kept = [c for c in columns if c not in report.ignored_columns]
+    frame = raw.select(kept)
+    report.rows = _ensure_not_empty(frame, path, "events")
+    frame = _normalize_ids(frame, path)
+    frame = _normalize_time(frame, "event_time", path, required=True)
+    frame = frame.with_columns(pl.col("event_type").cast(pl.String))
+    _fail_if_any(
+        frame.with_row_index("row"), pl.col("event_type").is_null(),
+        ["row", USER_ID, "event_type"], path, column="event_type",
+        problem="has null event types", expected="a non-empty event type on every row",
+    )
+    if "category" in kept:
+        frame = frame.with_columns(pl.col("category").cast(pl.String))
+    if "item_id" in kept:
+        frame = frame.with_columns(pl.col("item_id").cast(pl.String))
+    if "value" in kept:
+        frame = frame.with_columns(_numeric_value(frame, "value", path))
+    unique = frame.unique()
+    report.duplicates_dropped = report.rows - unique.select(pl.len()).collect(engine="streaming").item()
+    if report.duplicates_dropped:
+        report.notes.append(f"dropped {report.duplicates_dropped} exact duplicate events")
+    return Table(unique, report)
+
+
+def _numeric_value(frame: pl.LazyFrame, name: str, path: str) -> pl.Expr:
+    dtype = frame.collect_schema()[name]
+    if is_integer(dtype) or is_float(dtype):
+        return pl.col(name).cast(pl.Float64)
+    if is_textual(dtype):
+        parsed = pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        _fail_if_any(
+            frame.with_row_index("row"), parsed.is_null() & pl.col(name).is_not_null(),
+            ["row", USER_ID, name], path, column=name, problem="has non-numeric values",
+            expected="numbers (or empty for none)",
+        )
+        return parsed
+    raise InputError(path, f"has type {dtype}", column=name, expected="a float")
+
+
+def load_profiles(path: str, *, deny_columns: list[str] = (), csv_separator: str = ",") -> Table:
+    """Validate a profiles table: one row per user; denied (sensitive) columns are dropped."""
+    raw, _ = scan_table(path, csv_separator=csv_separator)
+    columns = _require_columns(raw, PROFILES, path)
+    report = TableReport(file=path)
+    denied = [c for c in columns if c in set(deny_columns)]
+    if denied:
+        report.notes.append(f"dropped denied (sensitive) columns {denied}")
+        report.ignored_columns = denied
+    frame = raw.select([c for c in columns if c not in denied])
+    report.rows = _ensure_not_empty(frame, path, "profiles")
+    frame = _normalize_ids(frame, path)
+    duplicated = pl.col(USER_ID).is_duplicated()
+    _fail_if_any(
+        frame, duplicated, [USER_ID], path, column=USER_ID,
+        problem="has duplicate user_id rows (a profile table needs one row per user)",
+        expected="unique user_id", fix="deduplicate the profiles, e.g. keep each user's latest row",
+    )
+    return Table(frame, report)
+
+
+def load_conversions(path: str, *, csv_separator: str = ",") -> Table:
+    """Validate conversions: user_id, optional conversion_type (default one type) and time."""
+    raw, _ = scan_table(path, csv_separator=csv_separator)
+    columns = _require_columns(raw, CONVERSIONS, path)
+    report = TableReport(file=path)
+    report.ignored_columns = [c for c in columns if c not in CONVERSIONS.required + CONVERSIONS.optional]
+    frame = raw.select([c for c in columns if c not in report.ignored_columns])
+    report.rows = _ensure_not_empty(frame, path, "conversions")
+    frame = _normalize_ids(frame, path)
+    if "conversion_type" in columns:
+        frame = frame.with_columns(
+            pl.col("conversion_type").cast(pl.String).fill_null(DEFAULT_CONVERSION_TYPE)
+        )
+    else:
+        frame = frame.with_columns(pl.lit(DEFAULT_CONVERSION_TYPE).alias("conversion_type"))
+    if "conversion_time" in columns:
+        frame = _normalize_time(frame, "conversion_time", path, required=False)
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=TIMESTAMP).alias("conversion_time"))
+    frame = frame.select(USER_ID, "conversion_type", "conversion_time")
+    return Table(frame, report)
+
+
+def load_user_list(path: str, *, kind: str = "user list", with_weight: bool = False,
+                   csv_separator: str = ",") -> tuple[pl.DataFrame, TableReport]:
+    """Read a seed, exclusion or eligible list: ``user_id`` (and ``weight`` for seeds).
+
+    Duplicate ids are kept in the returned frame's count (the report says how many) but collapsed
+    to one row; weights of duplicates are summed.
+    """
+    raw, _ = scan_table(path, csv_separator=csv_separator)
+    contract = SEEDS if with_weight else USER_LIST
+    columns = _require_columns(raw, contract, path)
+    report = TableReport(file=path)
+    keep = [USER_ID] + (["weight"] if with_weight and "weight" in columns else [])
+    frame = raw.select(keep)
+    report.rows = _ensure_not_empty(frame, path, kind)
+    frame = _normalize_ids(frame, path)
+    if "weight" in keep:
+        frame = frame.with_columns(_numeric_value(frame, "weight", path).alias("weight"))
+        _fail_if_any(
+            frame.with_row_index("row"), ~(pl.col("weight").is_finite() & (pl.col("weight") > 0)),
+            ["row", USER_ID, "weight"], path, column="weight",
+            problem="has missing, non-positive or non-finite weights", expected="weights > 0",
+        )
+        collapsed = frame.group_by(USER_ID).agg(pl.col("weight").sum())
+    else:
+        collapsed = frame.unique(subset=[USER_ID])
+    result = collapsed.sort(USER_ID).collect()
+    report.duplicates_dropped = report.rows - result.height
+    if report.duplicates_dropped:
+        report.notes.append(f"{report.duplicates_dropped} duplicate ids in the {kind} were merged")
+    return result, report
+
+
+def align_id_dtype(frame: pl.DataFrame | pl.LazyFrame, population_dtype: pl.DataType, path: str):
+    """Cast another table's user_id to the population's id type, or explain the mismatch."""
+    dtype = frame.collect_schema()[USER_ID]
+    if dtype == population_dtype:
+        return frame
+    cast = pl.col(USER_ID).cast(population_dtype, strict=False)
+    if population_dtype == pl.Int64:
+        not_integers = cast.is_null() & pl.col(USER_ID).is_not_null()
+        lazy = frame.lazy()
+        examples = lazy.filter(not_integers).select(USER_ID).head(5).collect().to_series().to_list()
+        if examples:
+            raise InputError(path, "has ids that are not integers, but the population's ids are",
+                             column=USER_ID, examples=examples,
+                             fix="use the same id type as the events/profiles tables")
+    return frame.with_columns(cast.alias(USER_ID))

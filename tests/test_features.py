@@ -1,0 +1,152 @@
+"""Feature values against a hand-computed example, point-in-time correctness and format parity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from lookalike.config import LookalikeConfig
+from lookalike.features import compute_features
+from lookalike.ingest import load_events, load_profiles
+from lookalike.spec import FeatureSpec, encode
+
+AS_OF = "2024-02-01"
+CONFIG = LookalikeConfig.model_validate(
+    {"features": {"windows_days": [7, 30]}, "ingest": {"categorical_int_columns": ["region"]}}
+)
+
+
+def _events() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2, 3],
+            "event_time": [
+                datetime(2024, 1, 31), datetime(2024, 1, 25), datetime(2023, 12, 1),
+                datetime(2024, 1, 30), datetime(2024, 2, 2), datetime(2024, 1, 1),
+            ],
+            "event_type": ["view", "buy", "view", "view", "buy", "add to cart"],
+            "category": ["shoes", "shoes", "hats", None, "hats", "shoes"],
+            "value": [None, 10.0, None, None, 99.0, None],
+            "item_id": [1, 2, 1, 3, 4, 5],
+        }
+    )
+
+
+def _profiles() -> pl.DataFrame:
+    return pl.DataFrame({"user_id": [1, 2, 3, 4], "age": [30.0, None, 50.0, 20.0],
+                         "region": [5, 7, 5, None], "plan": ["a", "b", None, "a"]})
+
+
+def _build(tmp_path: Path, events: pl.DataFrame | None, profiles: pl.DataFrame | None,
+           name: str = "f", as_of: str | None = AS_OF) -> pl.DataFrame:
+    tables = {}
+    for kind, frame in (("events", events), ("profiles", profiles)):
+        if frame is not None:
+            path = tmp_path / f"{name}_{kind}.parquet"
+            frame.write_parquet(path)
+            tables[kind] = str(path)
+    compute_features(
+        load_events(tables["events"]) if "events" in tables else None,
+        load_profiles(tables["profiles"]) if "profiles" in tables else None,
+        tmp_path / f"{name}.parquet", tmp_path / f"{name}.json", as_of=as_of, config=CONFIG,
+    )
+    return pl.read_parquet(tmp_path / f"{name}.parquet")
+
+
+def test_feature_values_match_hand_computed_example(tmp_path: Path) -> None:
+    f = _build(tmp_path, _events(), _profiles())
+    rows = {r["user_id"]: r for r in f.to_dicts()}
+    assert sorted(rows) == [1, 2, 3, 4]  # population = profile users
+    u1, u2, u3, u4 = rows[1], rows[2], rows[3], rows[4]
+    # user 1: view Jan 31, buy Jan 25 (exactly 7 days before as_of: inside), view Dec 1
+    assert (u1["n_events_total"], u1["n_events_7d"], u1["n_events_30d"]) == (3, 2, 2)
+    assert (u1["n_view_7d"], u1["n_view_30d"], u1["n_buy_7d"]) == (1, 1, 1)
+    assert u1["recency_days"] == pytest.approx(1.0)
+    assert u1["tenure_days"] == pytest.approx(62.0)
+    assert u1["active_days"] == 3
+    assert (u1["value_sum"], u1["value_mean"], u1["value_max"]) == (10.0, 10.0, 10.0)
+    assert u1["n_items"] == 2 and u1["n_categories"] == 2
+    assert u1["cat_share_shoes"] == pytest.approx(2 / 3)
+    assert u1["cat_share_hats"] == pytest.approx(1 / 3)
+    # user 2: the Feb 2 buy is after as_of and must not count
+    assert (u2["n_events_total"], u2["n_buy_30d"], u2["value_sum"]) == (1, 0, 0.0)
+    assert u2["value_mean"] is None and u2["n_categories"] == 0
+    # user 3: one event 31 days before as_of: outside the 30-day window
+    assert (u3["n_events_30d"], u3["n_add_to_cart_30d"], u3["recency_days"]) == (0, 0, 31.0)
+    # user 4: profile only: zero counts, undefined recency
+    assert u4["n_events_total"] == 0 and u4["recency_days"] is None
+    assert (u1["age"], u1["region"], u1["plan"]) == (30.0, "5", "a")
+    assert u2["age"] is None and u4["region"] is None
+
+
+def test_spec_kinds_cardinalities_and_encoding(tmp_path: Path) -> None:
+    f = _build(tmp_path, _events(), _profiles())
+    spec = FeatureSpec.load(tmp_path / "f.json")
+    assert [c.name for c in spec.categorical] == ["region", "plan"]
+    assert spec.cardinalities == [4, 4]  # missing, other, two values
+    by_name = {n.name: n for n in spec.numeric}
+    assert by_name["age"].source == "profiles" and by_name["n_view_7d"].source == "events"
+    assert by_name["age"].has_missing and by_name["recency_days"].has_missing
+    assert not by_name["n_events_total"].has_missing
+    enc = encode(f, spec)
+    assert enc.numeric.shape == (4, len(spec.encoded_numeric_names))
+    assert np.all((enc.numeric >= 0) & (enc.numeric <= 1))
+    age_missing = spec.encoded_numeric_names.index("age__missing")
+    np.testing.assert_array_equal(enc.numeric[:, age_missing], [0, 1, 0, 0])
+    np.testing.assert_array_equal(enc.categorical[:, 0], [2, 3, 2, 0])  # "5" most frequent first
+
+
+def test_event_after_as_of_changes_no_feature(tmp_path: Path) -> None:
+    base = _build(tmp_path, _events(), _profiles(), name="base")
+    late = pl.DataFrame({"user_id": [1, 3, 4], "event_time": [datetime(2024, 2, 1), datetime(2024, 3, 1),
+                                                              datetime(2025, 1, 1)],
+                         "event_type": ["buy", "view", "new type"], "category": ["new", "shoes", "x"],
+                         "value": [1e6, 5.0, 3.0], "item_id": [9, 9, 9]})
+    leaked = _build(tmp_path, pl.concat([_events(), late]), _profiles(), name="leaked")
+    assert leaked.equals(base)
+    assert FeatureSpec.load(tmp_path / "leaked.json") == FeatureSpec.load(tmp_path / "base.json")
+
+
+def test_events_only_population_is_users_with_past_events(tmp_path: Path) -> None:
+    f = _build(tmp_path, _events(), None)
+    assert f.get_column("user_id").to_list() == [1, 2, 3]
+    assert "age" not in f.columns
+
+
+def test_profiles_only(tmp_path: Path) -> None:
+    f = _build(tmp_path, None, _profiles(), as_of=None)
+    assert f.columns == ["user_id", "age", "region", "plan"]
+
+
+def test_default_as_of_is_latest_event(tmp_path: Path) -> None:
+    _build(tmp_path, _events(), None, as_of=None)
+    assert FeatureSpec.load(tmp_path / "f.json").as_of == datetime(2024, 2, 2, tzinfo=UTC).isoformat()
+
+
+@pytest.mark.parametrize("ids", [[101, 102, 103, 104], ["u-1", "u-2", "u-3", "u-4"]])
+def test_id_type_round_trip(tmp_path: Path, ids: list) -> None:
+    mapping = dict(zip([1, 2, 3, 4], ids, strict=True))
+    events = _events().with_columns(pl.col("user_id").replace_strict(mapping))
+    profiles = _profiles().with_columns(pl.col("user_id").replace_strict(mapping))
+    f = _build(tmp_path, events, profiles)
+    assert f.get_column("user_id").to_list() == ids
+    assert f.schema["user_id"] == (pl.Int64 if isinstance(ids[0], int) else pl.String)
+
+
+def test_tz_aware_naive_and_csv_inputs_give_equal_features(tmp_path: Path) -> None:
+    naive = _build(tmp_path, _events(), _profiles(), name="naive")
+    berlin = _events().with_columns(
+        pl.col("event_time").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Berlin")
+    )
+    assert _build(tmp_path, berlin, _profiles(), name="berlin").equals(naive)
+    csv_events = tmp_path / "events.csv"
+    _events().with_columns(pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).write_csv(csv_events)
+    csv_profiles = tmp_path / "profiles.csv"
+    _profiles().write_csv(csv_profiles)
+    compute_features(load_events(str(csv_events)), load_profiles(str(csv_profiles)),
+                     tmp_path / "csv.parquet", tmp_path / "csv.json", as_of=AS_OF, config=CONFIG)
+    assert pl.read_parquet(tmp_path / "csv.parquet").equals(naive)
