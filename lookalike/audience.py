@@ -38,7 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from lookalike.config import AudienceConfig
-from lookalike.errors import AudienceError, InputError
+from lookalike.errors import AudienceError
 
 QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
 EXAMPLES_SHOWN = 5
@@ -153,8 +153,11 @@ class IdMatch:
     unknown_examples: list[str]
 
 
-def match_ids(ids: pl.Series, population_ids: pl.Series) -> IdMatch:
-    """Match ``ids`` (any dtype; cast to the population's) to rows of ``population_ids``."""
+def match_ids(ids: pl.Series, population_ids: pl.Series, merged_duplicates: int = 0) -> IdMatch:
+    """Match ``ids`` (any dtype; cast to the population's) to rows of ``population_ids``.
+
+    ``merged_duplicates``: duplicate rows the reader already merged (counted as given duplicates).
+    """
     given = pl.DataFrame({"user_id": ids.cast(population_ids.dtype, strict=False)}).with_row_index("position")
     is_null = given.get_column("user_id").is_null()
     first = given.get_column("user_id").is_first_distinct() & ~is_null
@@ -165,9 +168,9 @@ def match_ids(ids: pl.Series, population_ids: pl.Series) -> IdMatch:
     return IdMatch(
         rows=known.get_column("row").to_numpy().astype(np.int64),
         positions=known.get_column("position").to_numpy().astype(np.int64),
-        rows_given=given.height,
+        rows_given=given.height + merged_duplicates,
         unknown=unknown.len() + int(is_null.sum()),
-        duplicates=int((~first & ~is_null).sum()),
+        duplicates=int((~first & ~is_null).sum()) + merged_duplicates,
         unknown_examples=[str(v) for v in unknown.head(EXAMPLES_SHOWN).to_list()],
     )
 
@@ -203,18 +206,29 @@ def validate_seeds(
     population_ids: pl.Series,
     embeddings: np.ndarray,
     config: AudienceConfig,
+    *,
     source: str = "seeds",
+    merged_duplicates: int = 0,
 ) -> Seeds:
     """Match a seed table (``user_id``, optional ``weight``) to the population and check it.
 
+    ``seeds`` is what :func:`lookalike.ingest.load_user_list` returns (ids normalized, duplicates
+    merged with their weights summed, weights finite and positive); ``merged_duplicates`` is the
+    count it merged, so the report still shows every row given. Ids repeated in ``seeds`` itself
+    keep their first row.
+
     Raises :class:`AudienceError` when no id or fewer than ``config.min_seed_size`` distinct ids
-    match; duplicates keep their first row. Warnings (in the report): unknown ids, duplicates, fewer
-    than ``config.warn_seed_size`` seeds, distinctiveness AUC below ``config.min_distinctiveness_auc``.
+    match. Warnings (in the report): unknown ids, duplicates, fewer than ``config.warn_seed_size``
+    seeds, distinctiveness AUC below ``config.min_distinctiveness_auc``.
     """
-    match = match_ids(seeds.get_column("user_id"), population_ids)
+    match = match_ids(seeds.get_column("user_id"), population_ids, merged_duplicates)
     _require_enough_seeds(match, population_ids.dtype, config, source)
     weighted = "weight" in seeds.columns
-    weights = _seed_weights(seeds, match.positions, source) if weighted else np.ones(len(match.rows))
+    weights = (
+        seeds.get_column("weight").cast(pl.Float64).to_numpy()[match.positions]
+        if weighted
+        else np.ones(len(match.rows))
+    )
     auc = seed_distinctiveness(embeddings, match.rows, config)
     report = SeedReport(
         rows_given=match.rows_given,
@@ -245,22 +259,6 @@ def _require_enough_seeds(match: IdMatch, id_dtype: pl.DataType, config: Audienc
         )
 
 
-def _seed_weights(seeds: pl.DataFrame, positions: np.ndarray, source: str) -> np.ndarray:
-    column = seeds.get_column("weight").cast(pl.Float64, strict=False)
-    weights = column.to_numpy()[positions].astype(np.float64)
-    bad = ~np.isfinite(weights) | (weights < 0)
-    if bad.any() or weights.sum() <= 0:
-        examples = seeds.get_column("weight").to_numpy()[positions[bad]].tolist()
-        raise InputError(
-            source,
-            "seed weights must be finite, non-negative numbers, not all zero",
-            column="weight",
-            examples=examples,
-            fix="fix or drop those rows, or remove the weight column for an unweighted audience",
-        )
-    return weights
-
-
 def _seed_warnings(match: IdMatch, auc: float | None, config: AudienceConfig) -> list[str]:
     warnings = []
     if match.unknown:
@@ -269,7 +267,7 @@ def _seed_warnings(match: IdMatch, auc: float | None, config: AudienceConfig) ->
             f"(examples: {match.unknown_examples})"
         )
     if match.duplicates:
-        warnings.append(f"{match.duplicates} seed rows repeat an earlier id; the first row of each id was kept")
+        warnings.append(f"{match.duplicates} seed rows repeat an earlier id and were merged into one seed")
     if len(match.rows) < config.warn_seed_size:
         warnings.append(
             f"only {len(match.rows)} seeds (fewer than {config.warn_seed_size}): the audience will be "

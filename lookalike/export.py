@@ -60,7 +60,8 @@ from lookalike.audience import (
     validate_seeds,
 )
 from lookalike.config import AudienceConfig, LookalikeConfig
-from lookalike.errors import ArtifactError, AudienceError, InputError
+from lookalike.errors import ArtifactError, AudienceError
+from lookalike.ingest import load_user_list
 from lookalike.spec import FeatureSpec
 from lookalike.workdir import BuildPaths, Workdir
 
@@ -135,10 +136,19 @@ def export_audience(
         population_ids, embeddings = load_population(build)
         model_build_id = read_model_build_id(build)
     with _timed(timings, "seeds"):
-        valid_seeds = validate_seeds(read_user_list(seeds), population_ids, embeddings, cfg, source=str(seeds))
+        separator = config.ingest.csv_separator
+        seed_table, seed_read = load_user_list(str(seeds), kind="seed list", with_weight=True, csv_separator=separator)
+        valid_seeds = validate_seeds(
+            seed_table,
+            population_ids,
+            embeddings,
+            cfg,
+            source=str(seeds),
+            merged_duplicates=seed_read.duplicates_dropped,
+        )
         _announce_seeds(valid_seeds, progress)
-        excluded = _matched_list(exclude, population_ids)
-        eligible_match = _matched_list(eligible, population_ids)
+        excluded = _matched_list(exclude, population_ids, "exclusion list", separator)
+        eligible_match = _matched_list(eligible, population_ids, "eligible list", separator)
         candidates = candidate_mask(
             len(population_ids),
             seed_rows=valid_seeds.rows,
@@ -238,22 +248,11 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 # --- inputs -----------------------------------------------------------------------------------------
 
 
-def read_user_list(path: Path | str) -> pl.DataFrame:
-    """A user list (Parquet, or CSV read as text) with a ``user_id`` column and any others."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(str(path), "file does not exist")
-    try:
-        frame = pl.read_parquet(path) if path.suffix == ".parquet" else pl.read_csv(path, infer_schema=False)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(str(path), f"cannot be read as {path.suffix[1:] or 'CSV'} ({exc})") from exc
-    if "user_id" not in frame.columns:
-        raise InputError(str(path), "has no user_id column", expected="a user_id column", examples=frame.columns)
-    return frame
-
-
-def _matched_list(path: Path | str | None, population_ids: pl.Series) -> IdMatch | None:
-    return None if path is None else match_ids(read_user_list(path).get_column("user_id"), population_ids)
+def _matched_list(path: Path | str | None, population_ids: pl.Series, kind: str, separator: str) -> IdMatch | None:
+    if path is None:
+        return None
+    frame, report = load_user_list(str(path), kind=kind, csv_separator=separator)
+    return match_ids(frame.get_column("user_id"), population_ids, report.duplicates_dropped)
 
 
 def load_population(build: BuildPaths) -> tuple[pl.Series, np.ndarray]:

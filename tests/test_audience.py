@@ -27,7 +27,7 @@ from lookalike.audience import (
     validate_seeds,
 )
 from lookalike.config import AudienceConfig
-from lookalike.errors import AudienceError, InputError
+from lookalike.errors import AudienceError
 
 # --- naive references ------------------------------------------------------------------------------
 
@@ -341,18 +341,19 @@ def test_duplicates_unknown_and_small_seeds_warn(embeddings):
     assert "fewer than 1000" in text
 
 
-def test_duplicate_seed_keeps_its_first_weight(embeddings):
-    ids = population_ids(N, "int").to_list()
-    given = ids[:120] + [ids[0]]
-    weights = [2.0] * 120 + [9.0]
-    seeds = validate_seeds(_seed_frame(given, weights), population_ids(N, "int"), embeddings, AudienceConfig())
-    assert seeds.report.weighted and seeds.weights[0] == 2.0 and len(seeds.weights) == 120
+def test_duplicates_merged_by_the_reader_still_count_as_given(embeddings):
+    ids = population_ids(N, "int")
+    report = validate_seeds(_seed_frame(ids[:120].to_list()), ids, embeddings, AudienceConfig(), merged_duplicates=7).report
+    assert (report.rows_given, report.matched, report.duplicates) == (127, 120, 7)
 
 
-def test_negative_weights_are_an_input_error(embeddings):
-    ids = population_ids(N, "int").to_list()
-    with pytest.raises(InputError, match="weight"):
-        validate_seeds(_seed_frame(ids[:120], [1.0] * 119 + [-1.0]), population_ids(N, "int"), embeddings, AudienceConfig())
+def test_seed_weights_follow_their_ids(embeddings):
+    ids = population_ids(N, "int")
+    given = [ids[5], 1, ids[3]] + ids[10:130].to_list()
+    weights = [5.0, 9.0, 3.0] + [1.0] * 120
+    seeds = validate_seeds(_seed_frame(given, weights), ids, embeddings, AudienceConfig())
+    assert seeds.report.weighted
+    assert seeds.rows[:2].tolist() == [5, 3] and seeds.weights[:2].tolist() == [5.0, 3.0]
 
 
 def test_distinctiveness_separates_clustered_from_random_seeds():

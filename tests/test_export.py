@@ -21,7 +21,7 @@ from audience_fixtures import clustered_embeddings, population_ids, write_build,
 
 from lookalike.audience import ExactSearch, band_size
 from lookalike.config import AudienceConfig, LookalikeConfig
-from lookalike.errors import AudienceError
+from lookalike.errors import AudienceError, InputError
 from lookalike.export import export_audience, read_audience_metadata
 
 N = 600
@@ -195,6 +195,24 @@ def test_why_these_people_matches_a_hand_computed_difference(tmp_path, embedding
     country = next(f for f in features["categorical"] if f["feature"] == "country")
     shares = pl.Series(table.get_column("country").to_numpy()[in_audience]).value_counts(normalize=True)
     assert country["audience_share"] == pytest.approx(shares.filter(pl.col("") == country["value"])["proportion"][0])
+
+
+def test_seed_file_duplicates_unknown_ids_and_bad_weights(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    ids = population_ids(N, "int")
+    rows = seed_rows()
+    given = pl.concat([ids[rows], ids[rows[:6]], pl.Series("user_id", [1, 2, 3])])
+    seeds = write_ids(tmp_path / "dup.csv", given, np.ones(len(given)))
+    result = export_audience(
+        build, seeds, tmp_path / "a.parquet", size=50, config=CONFIG, search=ExactSearch(embeddings), progress=lambda _: None
+    )
+    report = json.loads(result.report_json.read_text())["seeds"]
+    assert (report["rows_given"], report["matched"], report["duplicates"], report["unknown"]) == (49, 40, 6, 3)
+    assert report["weighted"]
+    assert [w.split()[1:4] for w in report["warnings"]] == [["seed", "ids", "are"], ["seed", "rows", "repeat"], ["40", "seeds", "(fewer"]]
+    bad = write_ids(tmp_path / "bad.csv", ids[rows], np.r_[np.ones(len(rows) - 1), -1.0])
+    with pytest.raises(InputError, match="weight"):
+        export_audience(build, bad, tmp_path / "b.parquet", size=50, config=CONFIG, search=ExactSearch(embeddings))
 
 
 def test_a_failed_write_leaves_the_previous_file(tmp_path, embeddings, monkeypatch):
