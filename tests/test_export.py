@@ -20,7 +20,7 @@ import pytest
 from audience_fixtures import clustered_embeddings, population_ids, write_build, write_ids
 
 from lookalike.audience import ExactSearch, band_size
-from lookalike.config import AudienceConfig, LookalikeConfig
+from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig
 from lookalike.errors import AudienceError, InputError
 from lookalike.export import export_audience, read_audience_metadata
 
@@ -238,7 +238,7 @@ KILLED_WRITER = textwrap.dedent(
     import numpy as np
     import pyarrow.parquet as pq
     from lookalike.audience import ExactSearch
-    from lookalike.config import AudienceConfig, LookalikeConfig
+    from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig
     from lookalike.export import export_audience
     from lookalike.workdir import BuildPaths
 
@@ -276,3 +276,24 @@ def test_an_export_killed_during_the_write_leaves_the_old_file_or_the_new_one(tm
 
     run_export(build, tmp_path, size=400)
     assert pl.read_parquet(first.audience).height == 400
+
+
+def test_hnsw_at_high_ef_gives_the_exact_audience(tmp_path):
+    index = pytest.importorskip("lookalike.index")
+    embeddings = clustered_embeddings(2000, 16, clusters=20)
+    build = write_build(tmp_path / "w", embeddings, with_features=False)
+    config = IndexConfig(M=16, ef_construction=200, ef=400, threads=1)
+    index.build_index(build.embeddings, build.users, build.index_dir, config, "model-123")
+    ids = population_ids(2000, "int")
+    seeds = write_ids(tmp_path / "seeds.parquet", ids[np.flatnonzero(np.arange(2000) % 20 < 2)[:150]])
+    exclude = write_ids(tmp_path / "exclude.parquet", ids[::9])
+    for strategy in ("knn", "clusters", "centroid"):
+        common = dict(size=200, exclude=exclude, strategy=strategy, config=CONFIG, progress=lambda _: None)
+        with_index = export_audience(build, seeds, tmp_path / f"{strategy}-hnsw.parquet", **common)
+        exact = export_audience(
+            build, seeds, tmp_path / f"{strategy}-exact.parquet", search=ExactSearch(embeddings), **common
+        )
+        hnsw_frame, exact_frame = pl.read_parquet(with_index.audience), pl.read_parquet(exact.audience)
+        assert hnsw_frame.get_column("user_id").to_list() == exact_frame.get_column("user_id").to_list()
+        np.testing.assert_allclose(hnsw_frame.get_column("score"), exact_frame.get_column("score"), atol=1e-5)
+        assert json.loads(read_audience_metadata(with_index.audience)["parameters"])["search"] == "AnnIndex"
