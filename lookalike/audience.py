@@ -13,8 +13,8 @@ Expansion strategies, all on L2-normalized embeddings with cosine similarity, ea
   missing similarities counted as 0. ``k`` starts at ``neighbours_per_seed`` and grows until the
   lists hold at least ``size`` distinct candidates.
 - ``clusters``: k-means on the seed vectors; a candidate scores its largest cosine to a normalized
-  cluster centre. The centres' neighbour lists grow until the top ``size`` is certain (every
-  candidate left out of a list is below that list's last similarity).
+  cluster centre. Scored exactly by one pass over the embeddings: for a few centres that is
+  cheaper than index queries ``size / centres`` deep.
 - ``centroid``: the (weighted) mean seed vector, normalized; a baseline (RALM, KDD 2019, found the
   mean seed below simple baselines), scored like a single cluster.
 
@@ -389,12 +389,15 @@ class ExpansionProblem:
 
 @dataclass(frozen=True)
 class Expansion:
-    """The ``size`` best candidates, best first, with the search effort it took."""
+    """The ``size`` best candidates, best first, and what the strategy did to find them."""
 
     rows: np.ndarray  # int64 population rows
     scores: np.ndarray  # float64, non-increasing
-    neighbours_per_query: int
-    query_rounds: int
+    effort: dict[str, int]  # e.g. {"neighbours_per_seed": 200, "query_rounds": 2} or {"centres": 12}
+
+    def head(self, n: int) -> Expansion:
+        """The ``n`` best."""
+        return Expansion(self.rows[:n], self.scores[:n], self.effort)
 
 
 Strategy = Callable[[ExpansionProblem, NeighbourSearch, AudienceConfig], Expansion]
@@ -402,7 +405,7 @@ Strategy = Callable[[ExpansionProblem, NeighbourSearch, AudienceConfig], Expansi
 
 def score_knn(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
     """Mean of each candidate's ``top_m`` weighted seed similarities among the seeds' k-NN lists."""
-    cap = _max_neighbours(problem, search)
+    cap = min(problem.n_candidates, search.live_count)
     k = min(config.neighbours_per_seed, cap)
     rounds = 0
     while True:
@@ -415,7 +418,7 @@ def score_knn(problem: ExpansionProblem, search: NeighbourSearch, config: Audien
     relative_weights = problem.seed_weights / problem.seed_weights.mean()
     rows, scores = mean_top_m(labels, sims.astype(np.float64) * relative_weights[:, None], config.top_m)
     rows, scores = top_ranked(rows, scores, problem.size)
-    return Expansion(rows, scores, k, rounds)
+    return Expansion(rows, scores, {"neighbours_per_seed": k, "query_rounds": rounds})
 
 
 def mean_top_m(labels: np.ndarray, contributions: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -435,13 +438,13 @@ def score_clusters(problem: ExpansionProblem, search: NeighbourSearch, config: A
     """Largest cosine to a normalized k-means centre of the (weighted) seed vectors."""
     n_clusters = config.n_clusters or default_cluster_count(len(problem.seed_vectors), config.max_clusters)
     centres = fit_seed_centres(problem.seed_vectors, problem.seed_weights, n_clusters, config.seed)
-    return rank_by_centres(problem, search, centres)
+    return rank_by_centres(problem, centres)
 
 
 def score_centroid(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
     """Cosine to the normalized (weighted) mean seed vector."""
     centroid = np.average(problem.seed_vectors, axis=0, weights=problem.seed_weights)
-    return rank_by_centres(problem, search, normalize_rows(centroid[None, :]))
+    return rank_by_centres(problem, normalize_rows(centroid[None, :]))
 
 
 def default_cluster_count(n_seeds: int, cap: int) -> int:
@@ -462,44 +465,28 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def rank_by_centres(problem: ExpansionProblem, search: NeighbourSearch, centres: np.ndarray) -> Expansion:
-    """Top ``size`` candidates by largest cosine to any centre, certified from the centres' lists.
+def rank_by_centres(problem: ExpansionProblem, centres: np.ndarray) -> Expansion:
+    """Top ``size`` candidates by largest cosine to any centre, from one exact pass over the embeddings.
 
-    A candidate missing from a centre's list of ``k`` is no closer to it than that list's last entry,
-    so candidates found with an exact score at or above the largest such last entry are ranked
-    correctly; ``k`` doubles until at least ``size`` of them are found.
+    A handful of centres needs neighbour lists about ``size / centres`` deep; at that depth HNSW
+    (ef >= k) costs more than scanning every row once, and the scan is exact.
     """
-    cap = _max_neighbours(problem, search)
-    k = min(math.ceil(problem.size / len(centres)), cap)
-    rounds = 0
-    while True:
-        labels, sims = search.query(centres, k, problem.excluded)
-        rounds += 1
-        rows = np.unique(labels[labels >= 0])
-        scores = max_cosine(problem.embeddings, rows, centres)
-        certain = int((scores >= _unseen_bound(labels, sims, k, cap)).sum())
-        if certain >= problem.size or k >= cap:
-            break
-        k = min(2 * k, cap)
-    rows, scores = top_ranked(rows, scores, problem.size)
-    return Expansion(rows, scores, k, rounds)
+    scores = max_cosine(problem.embeddings, centres)
+    allowed = np.ones(len(scores), dtype=bool)
+    allowed[problem.excluded] = False
+    rows = np.flatnonzero(allowed)
+    rows, best = top_ranked(rows, scores[rows], problem.size)
+    return Expansion(rows, best, {"centres": len(centres)})
 
 
-def _unseen_bound(labels: np.ndarray, sims: np.ndarray, k: int, cap: int) -> float:
-    full = (labels >= 0).sum(axis=1) == k
-    if k >= cap or not full.any():
-        return -math.inf
-    return float(sims[full, k - 1].max())
-
-
-def max_cosine(embeddings: np.ndarray, rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Largest inner product of each of ``embeddings[rows]`` with any centre (float64)."""
-    vectors = np.asarray(embeddings[rows], dtype=np.float64)
-    return (vectors @ centres.astype(np.float64).T).max(axis=1)
-
-
-def _max_neighbours(problem: ExpansionProblem, search: NeighbourSearch) -> int:
-    return min(problem.n_candidates, search.live_count)
+def max_cosine(embeddings: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Largest inner product of every embedding row with any centre (float64 [N])."""
+    transposed = np.ascontiguousarray(centres, dtype=np.float32).T
+    scores = np.empty(len(embeddings), dtype=np.float64)
+    for start in range(0, len(embeddings), _ROW_BLOCK):
+        block = np.asarray(embeddings[start : start + _ROW_BLOCK], dtype=np.float32)
+        scores[start : start + len(block)] = (block @ transposed).max(axis=1)
+    return scores
 
 
 def top_ranked(rows: np.ndarray, scores: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -158,9 +158,10 @@ def export_audience(
         )
         n_candidates = int(candidates.sum())
         target = resolve_size(size, fraction, n_candidates, cfg.min_audience_size)
-    with _timed(timings, "search_open"):
-        if search is None:
-            search = _default_search(build, embeddings, candidates, eligible is not None, cfg, model_build_id)
+    if search is None:
+        search = _LazySearch(
+            lambda: _default_search(build, embeddings, candidates, eligible is not None, cfg, model_build_id)
+        )
     seed_vectors = load_seed_vectors(build.embeddings, valid_seeds.rows)
     problem = ExpansionProblem(
         embeddings=embeddings,
@@ -186,8 +187,8 @@ def export_audience(
         "seeds": str(seeds),
         "exclude": None if exclude is None else str(exclude),
         "eligible": None if eligible is None else str(eligible),
-        "neighbours_per_query": expansion.neighbours_per_query,
-        "search": type(search).__name__,
+        "effort": expansion.effort,
+        "search": _search_name(search),
         "audience_config": cfg.model_dump(mode="json"),
     }
     metadata = {
@@ -210,7 +211,6 @@ def export_audience(
                 "requested_size": target,
                 "eligible_users": n_candidates,
                 "strategy": strategy,
-                "query_rounds": expansion.query_rounds,
             },
             "metadata": {**metadata, "parameters": parameters},
             "seeds": valid_seeds.report.to_dict(),
@@ -294,6 +294,34 @@ def _default_search(
     return AnnIndex.load(build.index_dir, model_build_id)
 
 
+class _LazySearch:
+    """The build's search, opened on first use: the centre strategies scan and never need it."""
+
+    def __init__(self, open_search: Callable[[], NeighbourSearch]) -> None:
+        self._open_search = open_search
+        self.opened: NeighbourSearch | None = None
+
+    def _search(self) -> NeighbourSearch:
+        if self.opened is None:
+            self.opened = self._open_search()
+        return self.opened
+
+    @property
+    def live_count(self) -> int:
+        return self._search().live_count
+
+    def query(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._search().query(queries, k, exclude)
+
+
+def _search_name(search: NeighbourSearch) -> str | None:
+    """Class name of the search that answered queries; None when none was needed."""
+    used = search.opened if isinstance(search, _LazySearch) else search
+    return None if used is None else type(used).__name__
+
+
 def _index_manifest_sha256(build: BuildPaths) -> str:
     manifest = build.index_dir / "index.json"
     return sha256_file(manifest) if manifest.is_file() else ""
@@ -319,9 +347,7 @@ def _apply_min_score(expansion: Expansion, min_score: float | None, cfg: Audienc
             f"only {keep} users score at least {min_score}, below audience.min_audience_size "
             f"({cfg.min_audience_size}); lower min_score, or min_audience_size in the config"
         )
-    return Expansion(
-        expansion.rows[:keep], expansion.scores[:keep], expansion.neighbours_per_query, expansion.query_rounds
-    )
+    return expansion.head(keep)
 
 
 def seed_hash(seed_ids: pl.Series) -> str:

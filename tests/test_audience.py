@@ -140,7 +140,7 @@ def test_knn_matches_the_naive_reference(embeddings, weighted):
     config = AudienceConfig(neighbours_per_seed=15, top_m=4)
     result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
     rows, scores = naive_knn(
-        embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.neighbours_per_query, 4, 80
+        embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.effort["neighbours_per_seed"], 4, 80
     )
     assert result.rows.tolist() == rows
     np.testing.assert_allclose(result.scores, scores, atol=1e-6)
@@ -151,9 +151,9 @@ def test_knn_grows_k_until_enough_distinct_candidates(embeddings):
     problem, allowed = make_problem(embeddings, seeds, 250)
     config = AudienceConfig(neighbours_per_seed=3, top_m=3)
     result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
-    assert result.neighbours_per_query > 3 and result.query_rounds > 1
+    assert result.effort["neighbours_per_seed"] > 3 and result.effort["query_rounds"] > 1
     assert len(result.rows) == 250
-    rows, scores = naive_knn(embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.neighbours_per_query, 3, 250)
+    rows, scores = naive_knn(embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.effort["neighbours_per_seed"], 3, 250)
     assert result.rows.tolist() == rows
     np.testing.assert_allclose(result.scores, scores, atol=1e-6)
 
