@@ -9,41 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
+from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
 from lookalike import build as steps
 from lookalike.workdir import BuildPaths, Workdir
 
-IO_RETRIES = 2
-IO_RETRY_DELAYS = [2.0, 10.0]
 
-
-def _log(message: str) -> None:
-    get_run_logger().info(message)
-
-
-@task(name="ingest-and-features", cache_policy=NO_CACHE, retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=lambda task, run, state: _is_io_error(state))
+@task(name="ingest-and-features", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
 def features_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
     """Validate the input tables and write the point-in-time feature table."""
     report = steps.step_features(build, request)
-    _log(f"features: {report['features']['n_users']} users, "
+    log(f"features: {report['features']['n_users']} users, "
          f"{report['features']['n_numeric']} numeric and "
          f"{report['features']['n_categorical']} categorical features")
     return report
-
-
-def _is_io_error(state: Any) -> bool:
-    """Retry only transient I/O failures; bad input fails at once."""
-    try:
-        state.result()
-    except OSError:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 @task(name="finalize-build", cache_policy=NO_CACHE)
@@ -65,7 +48,7 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
     wd = Workdir(workdir)
     build, fingerprints = steps.prepare_build(wd, request)
     if build.is_complete():
-        _log(f"inputs and config unchanged: reusing build {build.build_id}")
+        log(f"inputs and config unchanged: reusing build {build.build_id}")
         wd.set_current(build.build_id)
         return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
     reports = {"features": features_task(build, request)}
