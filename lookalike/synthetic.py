@@ -53,6 +53,18 @@ Parquet row-group layout do).
 Generation throughput (one core, 200k users, 50 events each, all four files written): see the
 project report; ``benchmarks/bench_synthetic.py --users 200000`` measures it.
 
+Files (Parquet, row groups of at most 1M rows, strings read back as plain strings):
+
+* ``events.parquet``: ``user_id`` int64, ``event_time`` timestamp[us, UTC], ``event_type`` string,
+  ``item_id`` int64 and ``category`` string (null for events without an item), ``value`` float64
+  (null except on ``add_to_cart`` and ``purchase``). Rows are grouped by user, not sorted by time.
+* ``profiles.parquet``: ``user_id`` and 22 attributes (signal, distractor and noise columns above
+  and in ``truth.json``), with 3-18% nulls in nine columns.
+* ``conversions.parquet``: ``user_id``, ``conversion_type`` string, ``conversion_time``
+  timestamp[us, UTC]; at most one row per user and type.
+* ``truth.parquet``: ``user_id``, ``latent_0..4``, ``activity``, ``p_<type>`` for each type.
+* ``truth.json``: the generating parameters; ``config.yaml``: a sample pipeline config.
+
 Example::
 
     from pathlib import Path
@@ -144,6 +156,10 @@ CONVERSION_TYPES: tuple[ConversionType, ...] = (
     ConversionType("card_signup", 0.008, (1.2, 0, 1.2, 0, 0)),  # = subscribe + premium - loyalty
 )
 HELD_BACK_TYPE = "card_signup"
+_HAS_ITEM = np.array([t.has_item for t in EVENT_TYPES])
+_HAS_VALUE = np.array([t.has_value for t in EVENT_TYPES])
+_SHOPPING = np.array([t.shopping for t in EVENT_TYPES])
+_PURCHASE = next(i for i, t in enumerate(EVENT_TYPES) if t.name == "purchase")
 CATEGORIES: tuple[str, ...] = (
     "electronics", "fashion", "home", "beauty", "sports", "toys", "books", "grocery",
     "garden", "automotive", "music", "movies", "pets", "health", "jewelry", "office",
@@ -162,28 +178,10 @@ _BROWSERS = ("chrome", "safari", "firefox", "edge", "samsung", "opera")
 _CHANNELS = ("organic", "paid_search", "social", "email", "referral", "affiliate", "tv", "other")
 _LANGUAGES = ("en", "es", "de", "fr", "it", "pt", "nl", "pl", "sv", "ja")
 
-EVENTS_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.int64()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
-        ("event_type", pa.string()),
-        ("item_id", pa.int64()),
-        ("category", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
-CONVERSIONS_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.int64()),
-        ("conversion_type", pa.string()),
-        ("conversion_time", pa.timestamp("us", tz="UTC")),
-    ]
-)
-
 
 @dataclass(frozen=True)
 class GeneratedData:
-    """Paths of the generated files and their sizes."""
+    """Paths of the generated files and their row counts."""
 
     events: Path
     profiles: Path
@@ -247,7 +245,8 @@ def generate(
             for name in paths:
                 table = pa.concat_tables([block[name] for block in blocks])
                 if name not in writers:  # closed by the stack before its atomic rename
-                    writers[name] = stack.enter_context(pq.ParquetWriter(temps[name], table.schema))
+                    writer = pq.ParquetWriter(temps[name], table.schema, store_schema=False)
+                    writers[name] = stack.enter_context(writer)
                 writers[name].write_table(table, row_group_size=ROW_GROUP_ROWS)
                 totals[name] += table.num_rows
             if progress is not None:
@@ -272,8 +271,8 @@ def generate(
 
 def user_ids(index: np.ndarray) -> np.ndarray:
     """The user id of each user index (a bijection of ``0..2**32-1`` onto scattered int64 ids)."""
-    scrambled = (np.asarray(index, dtype=np.uint64) * np.uint64(USER_ID_MULTIPLIER)) % np.uint64(MAX_USERS)
-    return scrambled.astype(np.int64) + USER_ID_OFFSET
+    index = np.asarray(index, dtype=np.uint64)
+    return (index * np.uint64(USER_ID_MULTIPLIER) % np.uint64(MAX_USERS)).astype(np.int64) + USER_ID_OFFSET
 
 
 def intercept_for_rate(rate: float, weight_norm: float) -> float:
@@ -357,18 +356,20 @@ def _generate_block(settings: _Settings, block: int, n: int) -> dict[str, pa.Tab
                 "conversion_type": _strings(conversions["type"], [t.name for t in CONVERSION_TYPES]),
                 "conversion_time": _timestamps(conversions["time"]),
             },
-            schema=CONVERSIONS_SCHEMA,
         ),
         "truth": _truth_table(ids, latent, activity, probabilities),
     }
 
 
 def _sector(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    angle = np.arctan2(y, x) + np.pi
-    return np.minimum((angle / (2 * np.pi) * N_AFFINITY_CATEGORIES).astype(np.int64), N_AFFINITY_CATEGORIES - 1)
+    """Which of N_AFFINITY_CATEGORIES equal angular sectors each point (x, y) lies in."""
+    fraction = (np.arctan2(y, x) + np.pi) / (2 * np.pi)
+    return np.minimum((fraction * N_AFFINITY_CATEGORIES).astype(np.int64), N_AFFINITY_CATEGORIES - 1)
 
 
-def _conversions(rng: np.random.Generator, settings: _Settings, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+def _conversions(
+    rng: np.random.Generator, settings: _Settings, probabilities: np.ndarray
+) -> dict[str, np.ndarray]:
     """Independent Bernoulli draws per (user, type); rows ordered by user, then type."""
     user, kind = np.nonzero(rng.random(probabilities.shape) < probabilities)
     offset = rng.integers(0, CONVERSION_WINDOW_DAYS * _US_PER_DAY, user.size)
@@ -384,44 +385,43 @@ def _events(
     preferred: np.ndarray,
     conversions: dict[str, np.ndarray],
 ) -> pa.Table:
-    shares = np.array([t.share for t in EVENT_TYPES])
-    loadings = np.array([t.loading for t in EVENT_TYPES], dtype=np.float64)
-    # exp(l.u - |l|^2/2) has mean 1, so `share` stays each type's population share of events.
-    multiplier = np.exp(latent @ loadings.T - 0.5 * (loadings**2).sum(axis=1))
-    counts = rng.poisson(settings.events_per_user * activity[:, None] * shares * multiplier)
-    user = np.repeat(np.arange(ids.size), counts.sum(axis=1))
-    kind = np.repeat(np.tile(np.arange(len(EVENT_TYPES), dtype=np.int8), ids.size), counts.ravel())
-    start = settings.as_of_us - HISTORY_DAYS * _US_PER_DAY
-    span = (HISTORY_DAYS + EVENTS_AFTER_AS_OF_DAYS) * _US_PER_DAY
-    event_time = start + rng.integers(0, span, user.size)
+    user, kind, event_time = _behaviour(rng, settings, latent, activity)
     trap = conversions["time"] < settings.as_of_us + EVENTS_AFTER_AS_OF_DAYS * _US_PER_DAY
     user = np.concatenate([user, conversions["user"][trap]])
-    kind = np.concatenate([kind, np.full(int(trap.sum()), _event_index("purchase"), dtype=np.int8)])
+    kind = np.concatenate([kind, np.full(int(trap.sum()), _PURCHASE, dtype=np.int8)])
     event_time = np.concatenate([event_time, conversions["time"][trap]])
     items = np.flatnonzero(_HAS_ITEM[kind])
     category = _categories(rng, settings, kind[items], preferred[user[items]])
-    popularity = rng.random(items.size)  # cubed: a few items per category get most events
-    item_id = 1_000_000 + category * 100_000 + (100_000 * popularity * popularity * popularity).astype(np.int64)
+    popularity = rng.random(items.size)
+    rank = (100_000 * popularity * popularity * popularity).astype(np.int64)  # cubed: a few items dominate
+    item_id = 1_000_000 + category * 100_000 + rank
     return pa.table(
         {
             "user_id": ids[user],
             "event_time": _timestamps(event_time),
             "event_type": _strings(kind, [t.name for t in EVENT_TYPES]),
             "item_id": _scatter(item_id, items, kind.size),
-            "category": _strings(_scatter(category, items, kind.size), CATEGORIES),
+            "category": _strings(_scatter(category.astype(np.int32), items, kind.size), CATEGORIES),
             "value": _purchase_values(rng, kind),
-        },
-        schema=EVENTS_SCHEMA,
+        }
     )
 
 
-def _event_index(name: str) -> int:
-    return next(i for i, t in enumerate(EVENT_TYPES) if t.name == name)
-
-
-_HAS_ITEM = np.array([t.has_item for t in EVENT_TYPES])
-_HAS_VALUE = np.array([t.has_value for t in EVENT_TYPES])
-_SHOPPING = np.array([t.shopping for t in EVENT_TYPES])
+def _behaviour(
+    rng: np.random.Generator, settings: _Settings, latent: np.ndarray, activity: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """User index, event type index and time of every event, grouped by user then type."""
+    shares = np.array([t.share for t in EVENT_TYPES])
+    loadings = np.array([t.loading for t in EVENT_TYPES], dtype=np.float64)
+    # exp(l.u - |l|^2/2) has mean 1, so `share` stays each type's population share of events.
+    multiplier = np.exp(latent @ loadings.T - 0.5 * (loadings**2).sum(axis=1))
+    counts = rng.poisson(settings.events_per_user * activity[:, None] * shares * multiplier)
+    n_users = latent.shape[0]
+    user = np.repeat(np.arange(n_users), counts.sum(axis=1))
+    kind = np.repeat(np.tile(np.arange(len(EVENT_TYPES), dtype=np.int8), n_users), counts.ravel())
+    start = settings.as_of_us - HISTORY_DAYS * _US_PER_DAY
+    span = (HISTORY_DAYS + EVENTS_AFTER_AS_OF_DAYS) * _US_PER_DAY
+    return user, kind, start + rng.integers(0, span, user.size)
 
 
 def _scatter(values: np.ndarray, positions: np.ndarray, size: int) -> pa.Array:
@@ -449,7 +449,9 @@ def _purchase_values(rng: np.random.Generator, kind: np.ndarray) -> pa.Array:
     return _scatter(np.round(rng.lognormal(3.5, 1.1, priced.size), 2), priced, kind.size)
 
 
-def _profiles(rng: np.random.Generator, settings: _Settings, ids: np.ndarray, latent: np.ndarray) -> pa.Table:
+def _profiles(
+    rng: np.random.Generator, settings: _Settings, ids: np.ndarray, latent: np.ndarray
+) -> pa.Table:
     n = ids.size
     age = np.clip(np.round(42 + 7 * latent[:, 0] + 11 * rng.standard_normal(n)), 18, 90)
     tenure = np.minimum(np.round(np.exp(5.8 + 0.5 * latent[:, 3] + 0.9 * rng.standard_normal(n))), 7300)
@@ -464,15 +466,15 @@ def _profiles(rng: np.random.Generator, settings: _Settings, ids: np.ndarray, la
 
 
 def _noise_profile_columns(rng: np.random.Generator, n: int) -> dict[str, pa.Array]:
-    """Columns independent of everything: skewed categoricals, booleans, wide and heavy-tailed numbers."""
+    """Columns independent of everything: skewed categoricals, booleans, wide or heavy-tailed numbers."""
     normal = rng.standard_normal
     browser = rng.choice(len(_BROWSERS), n, p=[0.45, 0.25, 0.1, 0.1, 0.06, 0.04])
     language = rng.choice(len(_LANGUAGES), n, p=_zipf(len(_LANGUAGES)))
     return {
         "browser": _strings(browser, _BROWSERS, mask=rng.random(n) < 0.12),
         "acquisition_channel": _strings(rng.integers(0, len(_CHANNELS), n), _CHANNELS),
-        "language": _strings(language, _LANGUAGES, mask=rng.random(n) < 0.05),
-        "plan_code": _nullable(rng, rng.integers(1, 9, n), 0.05),
+        "language": _strings(language, _LANGUAGES, mask=rng.random(n) < 0.06),
+        "plan_code": _nullable(rng, rng.integers(1, 9, n), 0.07),
         "store_code": pa.array(rng.choice(400, n, p=_zipf(400)) + 1),
         "email_opt_in": pa.array(rng.random(n) < 0.6),
         "push_enabled": _nullable(rng, rng.random(n) < 0.3, 0.08),
@@ -482,10 +484,10 @@ def _noise_profile_columns(rng: np.random.Generator, n: int) -> dict[str, pa.Arr
         "attr_02": pa.array(1_000 * normal(n)),
         "attr_03": pa.array(-2e4 + 5e4 * normal(n)),
         "attr_04": pa.array(rng.lognormal(0.0, 1.5, n)),
-        "attr_05": _nullable(rng, rng.lognormal(2.0, 2.0, n), 0.20),
+        "attr_05": _nullable(rng, rng.lognormal(2.0, 2.0, n), 0.18),
         "attr_06": pa.array(rng.lognormal(-1.0, 2.5, n)),
         "attr_07": pa.array(100 * rng.standard_t(1.5, n)),
-        "attr_08": _nullable(rng, rng.negative_binomial(0.5, 0.05, n), 0.05),
+        "attr_08": _nullable(rng, rng.negative_binomial(0.5, 0.05, n), 0.09),
         "attr_09": pa.array(rng.poisson(3.0, n)),
     }
 
@@ -500,7 +502,8 @@ def _region_codes(rng: np.random.Generator, settings: _Settings, latent: np.ndar
     cells = np.zeros(latent.shape[0], dtype=np.int64)
     for dim, bins in zip((1, 2), REGION_BINS):
         noisy = latent[:, dim] + REGION_NOISE * rng.standard_normal(latent.shape[0])
-        cells = cells * bins + np.searchsorted(_normal_cutpoints(bins, math.hypot(1.0, REGION_NOISE)), noisy)
+        cutpoints = _normal_cutpoints(bins, math.hypot(1.0, REGION_NOISE))
+        cells = cells * bins + np.searchsorted(cutpoints, noisy)
     return settings.region_codes[cells]
 
 
@@ -522,16 +525,24 @@ def _nullable(rng: np.random.Generator, values: np.ndarray, null_fraction: float
 def _strings(
     codes: np.ndarray | pa.Array, names: list[str] | tuple[str, ...], mask: np.ndarray | None = None
 ) -> pa.Array:
-    """Plain strings ``names[code]`` (null where ``mask`` or the code is null)."""
-    indices = codes if isinstance(codes, pa.Array) else pa.array(codes, mask=mask)
-    return pa.array(list(names), pa.string()).take(indices)
+    """Strings ``names[code]`` (null where ``mask`` or the code is null), dictionary-encoded.
+
+    Parquet stores strings dictionary-encoded anyway; handing the writer the dictionary skips
+    building and hashing every string. Files are written without the Arrow schema, so readers
+    (pyarrow, polars, duckdb) see plain strings.
+    """
+    if not isinstance(codes, pa.Array):
+        codes = pa.array(codes.astype(np.int32, copy=False), mask=mask)
+    return pa.DictionaryArray.from_arrays(codes, pa.array(list(names), pa.string()))
 
 
 def _timestamps(epoch_us: np.ndarray) -> pa.Array:
     return pa.array(epoch_us.astype(np.int64)).cast(pa.timestamp("us", tz="UTC"))
 
 
-def _truth_table(ids: np.ndarray, latent: np.ndarray, activity: np.ndarray, probabilities: np.ndarray) -> pa.Table:
+def _truth_table(
+    ids: np.ndarray, latent: np.ndarray, activity: np.ndarray, probabilities: np.ndarray
+) -> pa.Table:
     columns = {"user_id": ids}
     columns |= {f"latent_{k}": latent[:, k] for k in range(LATENT_DIM)}
     columns["activity"] = activity
@@ -584,7 +595,6 @@ def _truth_document(settings: _Settings, n_users: int, as_of: datetime) -> dict[
             "codes_by_cell": settings.region_codes.tolist(),
         },
     }
-
 
 
 def _loaded_dims(loading: tuple[float, ...]) -> dict[str, float]:
