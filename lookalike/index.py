@@ -97,14 +97,15 @@ def _stable_hash(user_ids: np.ndarray | pl.Series | Iterable) -> np.ndarray:
     if isinstance(user_ids, pl.Series):
         if user_ids.null_count():
             raise LookalikeError("user_id has nulls; every user needs an id to be sharded")
-        values = user_ids.to_numpy() if user_ids.dtype.is_integer() else np.array(user_ids.to_list())
+        integers = user_ids.dtype.is_integer()
+        values = user_ids.to_numpy() if integers else np.array(user_ids.to_list())
     else:
         values = np.asarray(user_ids)
     if values.dtype.kind in "iu":
         return _splitmix64(values.astype(np.uint64))
     if values.dtype.kind in "OUT":
         return np.fromiter((_blake2b64(str(v)) for v in values), dtype=np.uint64, count=len(values))
-    raise LookalikeError(f"user_id must be integers or strings to be sharded, got dtype {values.dtype}")
+    raise LookalikeError(f"user_id must be integers or strings to be sharded, not {values.dtype}")
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -248,6 +249,8 @@ def write_index_manifest(
     """
     out_dir = Path(out_dir)
     shards = _checked_shard_set(shards)
+    if not sum(s.count for s in shards):
+        raise ArtifactError(f"the shards in {out_dir} are empty: there are no users to index")
     embeddings = open_embeddings(embeddings_path)
     manifest = IndexManifest(
         model_build_id=model_build_id,
@@ -312,7 +315,7 @@ def compact(
     config: IndexConfig,
     model_build_id: str,
 ) -> IndexManifest:
-    """Rebuild the index at ``index_dir`` without its suppressed, removed and ``remove_labels`` users.
+    """Rebuild the index at ``index_dir`` without its suppressed, removed and ``remove_labels``.
 
     Their vectors are then absent from every file written to ``out_dir`` (suppression alone leaves
     them in the files). ``embeddings_path`` must hold every indexed user, added ones included; the
@@ -330,7 +333,7 @@ def compact(
             f"{old.label_bound - 1}: append the embeddings of added users before compacting"
         )
     dropped = np.unique(
-        np.concatenate([np.asarray(x, dtype=np.int64) for x in (old.suppressed, old.removed, remove_labels)])
+        np.concatenate([old.suppressed, old.removed, remove_labels]).astype(np.int64)
     )
     return build_index(embeddings_path, users_path, out_dir, config, model_build_id, dropped)
 
@@ -420,7 +423,11 @@ def _enforce_recall_floor(
 class AnnIndex:
     """A loaded, possibly sharded hnswlib index: batched top-k queries with exclusion, and updates.
 
-    Labels are embedding row positions (int64). Create it with :meth:`load`.
+    Labels are embedding row positions (int64). Create it with :meth:`load`. Thread-safe: one lock
+    serializes :meth:`query`, :meth:`add`, :meth:`suppress` and :meth:`save`, so hnswlib is never
+    searched while it is being added to (each query batch still runs on ``threads`` threads).
+    Sharding multiplies query work (every shard is searched for the full k): use it for build
+    parallelism and memory per process, not for query speed.
 
     Example::
 
@@ -460,8 +467,9 @@ class AnnIndex:
         (it grows on demand anyway). ``threads`` defaults to all cores.
         """
         manifest = read_index_manifest(index_dir)
-        if expected_model_build_id is not None and manifest.model_build_id != expected_model_build_id:
-            raise _build_id_error(index_dir, manifest.model_build_id, expected_model_build_id)
+        expected = expected_model_build_id
+        if expected is not None and manifest.model_build_id != expected:
+            raise _build_id_error(index_dir, manifest.model_build_id, expected)
         return cls._open(Path(index_dir), manifest, max_extra_elements, threads)
 
     @classmethod
@@ -519,7 +527,9 @@ class AnnIndex:
                 )
         return labels, sims
 
-    def add(self, vectors: np.ndarray, labels: np.ndarray, user_ids: np.ndarray | pl.Series) -> None:
+    def add(
+        self, vectors: np.ndarray, labels: np.ndarray, user_ids: np.ndarray | pl.Series
+    ) -> None:
         """Add new users (unit vectors, new labels = their rows in the appended embeddings).
 
         Each goes to the shard of its user id; shards grow as needed. A label already in the index
@@ -545,12 +555,14 @@ class AnnIndex:
                 self._add_to_shard(int(number), vectors[mine], labels[mine])
 
     def suppress(self, labels: np.ndarray) -> None:
-        """Never return these labels again (hnswlib tombstones; vectors stay until :func:`compact`)."""
+        """Never return these labels again (tombstones: the vectors stay until :func:`compact`)."""
         labels = np.unique(np.asarray(labels, dtype=np.int64))
         with self._lock:
             unknown = labels[~self._has_label(labels)]
             if len(unknown):
-                raise LookalikeError(f"cannot suppress labels not in the index: {unknown[:5].tolist()}")
+                raise LookalikeError(
+                    f"cannot suppress labels not in the index: {unknown[:5].tolist()}"
+                )
             for label in labels[~self._suppressed[labels]]:
                 self._shards[self._label_shard[label]].mark_deleted(int(label))
                 self._suppressed[label] = True
@@ -704,10 +716,7 @@ def exact_search(
     """
     queries_t = torch.from_numpy(_checked_vectors(queries, embeddings.shape[1]).copy())
     n_rows = len(embeddings)
-    excluded = np.zeros(n_rows, dtype=bool)
-    if exclude is not None:
-        exclude = np.asarray(exclude, dtype=np.int64)
-        excluded[exclude[(exclude >= 0) & (exclude < n_rows)]] = True
+    excluded = _row_mask(n_rows, exclude)
     k_out = min(k, n_rows - int(excluded.sum()))
     best_sims = torch.full((len(queries_t), 0), -torch.inf)
     best_labels = torch.zeros((len(queries_t), 0), dtype=torch.int64)
@@ -715,6 +724,7 @@ def exact_search(
     for start in range(0, n_rows if k_out > 0 else 0, EXACT_CHUNK_ROWS):
         chunk = torch.from_numpy(np.array(embeddings[start : start + EXACT_CHUNK_ROWS]))
         mask = torch.from_numpy(excluded[start : start + len(chunk)])
+        mask = mask if mask.any() else None
         chunk_top = [
             _top_of_block(queries_t[q : q + query_batch] @ chunk.T, mask, k_out)
             for q in range(0, len(queries_t), query_batch)
@@ -726,8 +736,19 @@ def exact_search(
     return best_labels.numpy(), best_sims.numpy()
 
 
-def _top_of_block(scores: torch.Tensor, excluded: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    scores.masked_fill_(excluded[None, :], -torch.inf)
+def _row_mask(n_rows: int, rows: np.ndarray | None) -> np.ndarray:
+    mask = np.zeros(n_rows, dtype=bool)
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        mask[rows[(rows >= 0) & (rows < n_rows)]] = True
+    return mask
+
+
+def _top_of_block(
+    scores: torch.Tensor, excluded: torch.Tensor | None, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if excluded is not None:
+        scores.masked_fill_(excluded[None, :], -torch.inf)
     return scores.topk(min(k, scores.shape[1]), dim=1)
 
 

@@ -26,6 +26,7 @@ from lookalike.index import (
 BUILD = "build-1"
 # One thread makes hnswlib builds reproducible; recall_queries small keeps builds fast.
 CONFIG = IndexConfig(threads=1, recall_queries=200)
+POPULATION_FILES = ("embeddings.npy", "users.parquet")
 EXACT_EF = 1000  # with ef >= the number of elements the search is exhaustive on this data
 
 
@@ -44,22 +45,33 @@ def clustered_vectors(n: int, dim: int, seed: int, clusters: int = 40) -> np.nda
     return unit_rows(centres[rng.integers(0, clusters, n)] + noise)
 
 
-def write_population(folder: Path, embeddings: np.ndarray, user_ids: np.ndarray | None = None) -> tuple[Path, Path]:
+def write_population(
+    folder: Path, embeddings: np.ndarray, user_ids: np.ndarray | None = None
+) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     if user_ids is None:
         user_ids = np.arange(len(embeddings), dtype=np.int64) * 7919 + 11
-    np.save(folder / "embeddings.npy", embeddings)
-    pl.DataFrame({"user_id": user_ids}).write_parquet(folder / "users.parquet")
-    return folder / "embeddings.npy", folder / "users.parquet"
+    emb_path, users_path = (folder / name for name in POPULATION_FILES)
+    np.save(emb_path, embeddings)
+    pl.DataFrame({"user_id": user_ids}).write_parquet(users_path)
+    return emb_path, users_path
 
 
-def build(tmp: Path, embeddings: np.ndarray, config: IndexConfig = CONFIG, user_ids: np.ndarray | None = None) -> Path:
+def build(
+    tmp: Path,
+    embeddings: np.ndarray,
+    config: IndexConfig = CONFIG,
+    user_ids: np.ndarray | None = None,
+) -> Path:
     emb_path, users_path = write_population(tmp / "population", embeddings, user_ids)
     build_index(emb_path, users_path, tmp / "index", config, BUILD)
     return tmp / "index"
 
 
-def naive_top_k(embeddings: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray = ()) -> tuple[np.ndarray, np.ndarray]:
+def naive_top_k(
+    embeddings: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full float64 similarity matrix, stable descending sort."""
     sims = queries.astype(np.float64) @ embeddings.astype(np.float64).T
     sims[:, np.asarray(exclude, dtype=np.int64)] = -np.inf
     order = np.argsort(-sims, axis=1, kind="stable")[:, : min(k, len(embeddings) - len(exclude))]
@@ -138,7 +150,9 @@ def test_exact_search_matches_naive_sort_across_chunks(monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize(
-    "make_vectors", [lambda s: random_vectors(3000, 16, s), lambda s: clustered_vectors(3000, 48, s)]
+    "make_vectors",
+    [lambda s: random_vectors(3000, 16, s), lambda s: clustered_vectors(3000, 48, s)],
+    ids=["random-d16", "clustered-d48"],
 )
 def test_default_parameters_reach_recall_against_exact_search(tmp_path: Path, make_vectors) -> None:
     embeddings = make_vectors(0)
@@ -149,7 +163,7 @@ def test_default_parameters_reach_recall_against_exact_search(tmp_path: Path, ma
     assert recall_at_k(found[:, :10], truth[:, :10]) >= 0.95
     assert recall_at_k(found, truth) >= 0.95
     assert (np.diff(sims, axis=1) <= 1e-6).all()
-    np.testing.assert_allclose(sims[:, 0], truth_sims[:, 0], atol=1e-5)
+    assert (sims <= truth_sims + 1e-5).all()  # the j-th found can't beat the j-th best overall
     manifest = read_index_manifest(tmp_path / "index")
     assert manifest.recall_at_100 >= 0.95 and manifest.recall_at_10 >= 0.95
 
@@ -203,7 +217,9 @@ def test_sharded_search_equals_one_index_and_exact_search(tmp_path: Path) -> Non
 # Queries: exclusion, suppression, k capping
 
 
-def test_exclusion_by_over_fetch_matches_brute_force(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exclusion_by_over_fetch_matches_brute_force(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     embeddings = clustered_vectors(3000, 24, 0)
     index = AnnIndex.load(build(tmp_path, embeddings, CONFIG.model_copy(update={"shards": 2})))
     queries = embeddings[:40]
@@ -212,9 +228,12 @@ def test_exclusion_by_over_fetch_matches_brute_force(tmp_path: Path, monkeypatch
     exclude = np.unique(exact_search(embeddings, queries[:20], 150)[0])
     searches: list[int] = []
     knn_query = hnswlib.Index.knn_query
-    monkeypatch.setattr(
-        hnswlib.Index, "knn_query", lambda self, q, **kw: searches.append(len(q)) or knn_query(self, q, **kw)
-    )
+
+    def counted_knn_query(self: hnswlib.Index, queries: np.ndarray, **kwargs: object):
+        searches.append(len(queries))
+        return knn_query(self, queries, **kwargs)
+
+    monkeypatch.setattr(hnswlib.Index, "knn_query", counted_knn_query)
     labels, sims = index.query(queries, k=30, exclude=exclude, ef=EXACT_EF)
     truth_labels, truth_sims = naive_top_k(embeddings, queries, 30, exclude)
     np.testing.assert_array_equal(labels, truth_labels)
@@ -298,9 +317,16 @@ def test_bad_index_is_refused_before_hnswlib_reads_it(
 def test_intact_index_does_reach_hnswlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Control for the test above: its patched loader is what an intact index calls."""
     index_dir = build(tmp_path, random_vectors(300, 16, 0))
-    monkeypatch.setattr(hnswlib.Index, "load_index", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
-    with pytest.raises(AssertionError):
-        AnnIndex.load(index_dir, expected_model_build_id=BUILD)
+    calls: list[str] = []
+    load_index = hnswlib.Index.load_index
+
+    def recorded_load_index(self: hnswlib.Index, path: str, **kwargs: object) -> None:
+        calls.append(path)
+        load_index(self, path, **kwargs)
+
+    monkeypatch.setattr(hnswlib.Index, "load_index", recorded_load_index)
+    AnnIndex.load(index_dir, expected_model_build_id=BUILD)
+    assert calls == [str(index_dir / read_index_manifest(index_dir).shards[0].file)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,13 +334,14 @@ def test_intact_index_does_reach_hnswlib(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def shard_bytes(index_dir: Path) -> bytes:
-    return b"".join((index_dir / s.file).read_bytes() for s in read_index_manifest(index_dir).shards)
+    shards = read_index_manifest(index_dir).shards
+    return b"".join((index_dir / s.file).read_bytes() for s in shards)
 
 
 def test_compaction_physically_erases_vectors_that_suppression_keeps(tmp_path: Path) -> None:
     embeddings = random_vectors(1500, 16, 0)
     index_dir = build(tmp_path, embeddings)
-    emb_path, users_path = tmp_path / "population/embeddings.npy", tmp_path / "population/users.parquet"
+    emb_path, users_path = (tmp_path / "population" / name for name in POPULATION_FILES)
     suppressed, erased = 77, 123
     assert embeddings[suppressed].tobytes() in shard_bytes(index_dir)
     index = AnnIndex.load(index_dir, BUILD)
@@ -322,24 +349,25 @@ def test_compaction_physically_erases_vectors_that_suppression_keeps(tmp_path: P
     index.save(index_dir, BUILD)
     assert embeddings[suppressed].tobytes() in shard_bytes(index_dir)  # a tombstone is not erasure
 
-    compact(index_dir, emb_path, users_path, np.array([erased]), tmp_path / "compacted", CONFIG, BUILD)
-    again = compact(tmp_path / "compacted", emb_path, users_path, np.array([], dtype=np.int64), tmp_path / "again", CONFIG, BUILD)
+    compacted, again = tmp_path / "compacted", tmp_path / "again"
+    compact(index_dir, emb_path, users_path, np.array([erased]), compacted, CONFIG, BUILD)
+    manifest = compact(compacted, emb_path, users_path, np.array([], int), again, CONFIG, BUILD)
 
-    assert again.removed == [suppressed, erased] and again.element_count == 1498
-    for folder in (tmp_path / "compacted", tmp_path / "again"):
+    assert manifest.removed == [suppressed, erased] and manifest.element_count == 1498
+    for folder in (compacted, again):
         data = shard_bytes(folder)
         assert embeddings[suppressed].tobytes() not in data
         assert embeddings[erased].tobytes() not in data
         assert embeddings[500].tobytes() in data
-    labels, _ = AnnIndex.load(tmp_path / "again", BUILD).query(embeddings[[suppressed, erased, 500]], k=1)
+    labels, _ = AnnIndex.load(again, BUILD).query(embeddings[[suppressed, erased, 500]], k=1)
     assert labels[:, 0].tolist()[2] == 500 and not np.isin(labels, [suppressed, erased]).any()
 
 
 def test_compacting_another_builds_index_is_refused(tmp_path: Path) -> None:
     index_dir = build(tmp_path, random_vectors(200, 16, 0))
-    population = tmp_path / "population"
+    emb_path, users_path = (tmp_path / "population" / name for name in POPULATION_FILES)
     with pytest.raises(ArtifactError, match="model build"):
-        compact(index_dir, population / "embeddings.npy", population / "users.parquet", np.array([1]), tmp_path / "c", CONFIG, "other")
+        compact(index_dir, emb_path, users_path, np.array([1]), tmp_path / "c", CONFIG, "other")
 
 
 def test_added_users_are_found_and_routed_to_their_hash_shard(tmp_path: Path) -> None:
