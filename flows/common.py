@@ -24,3 +24,23 @@ def is_transient_io_error(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return False
     return False
+
+
+def task_runner_options(name: str, address: str | None = None, workers: int = 2) -> dict[str, Any]:
+    """``flow.with_options`` keywords for the chosen task runner.
+
+    ``default`` is Prefect's thread pool in this process; ``dask`` runs tasks (the index shards)
+    on Dask workers: a local cluster of ``workers`` processes, or the scheduler at ``address``.
+    """
+    if name == "default":
+        return {}
+    if name != "dask":
+        from lookalike.errors import LookalikeError
+
+        raise LookalikeError(f"unknown task runner '{name}': use default or dask")
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return {"task_runner": DaskTaskRunner(address=address)}
+    return {"task_runner": DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
+                                                          "processes": True})}
