@@ -9,41 +9,53 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
+from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
 from lookalike import build as steps
 from lookalike.workdir import BuildPaths, Workdir
 
-IO_RETRIES = 2
-IO_RETRY_DELAYS = [2.0, 10.0]
 
-
-def _log(message: str) -> None:
-    get_run_logger().info(message)
-
-
-@task(name="ingest-and-features", cache_policy=NO_CACHE, retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS,
-      retry_condition_fn=lambda task, run, state: _is_io_error(state))
+@task(name="ingest-and-features", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
 def features_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
     """Validate the input tables and write the point-in-time feature table."""
     report = steps.step_features(build, request)
-    _log(f"features: {report['features']['n_users']} users, "
+    log(f"features: {report['features']['n_users']} users, "
          f"{report['features']['n_numeric']} numeric and "
          f"{report['features']['n_categorical']} categorical features")
     return report
 
 
-def _is_io_error(state: Any) -> bool:
-    """Retry only transient I/O failures; bad input fails at once."""
-    try:
-        state.result()
-    except OSError:
-        return True
-    except Exception:
-        return False
-    return False
+@task(name="train-encoder", cache_policy=NO_CACHE)
+def train_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
+    """Contrastive training; resumes from its last checkpoint when a previous run died."""
+    return steps.step_train(build, request, progress=log)
+
+
+@task(name="embed-population", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
+def embed_task(build: BuildPaths) -> dict[str, Any]:
+    """Embed every user with the candidate tower (memory-bounded batches)."""
+    return steps.step_embed(build, progress=log)
+
+
+@task(name="index-shard", cache_policy=NO_CACHE, task_run_name="index-shard-{shard}")
+def index_shard_task(build: BuildPaths, request: steps.BuildRequest, shard: int) -> dict[str, Any]:
+    """HNSW index of one shard of the population."""
+    return steps.step_index_shard(build, request, shard)
+
+
+@task(name="index-manifest", cache_policy=NO_CACHE)
+def index_manifest_task(build: BuildPaths, request: steps.BuildRequest,
+                        shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Measure recall against exact search and write the verified index manifest."""
+    report = steps.step_index_manifest(build, request, shards)
+    log(f"index: {report['count']} users, recall@10 {report['recall_at_10']:.3f}, "
+        f"recall@100 {report['recall_at_100']:.3f}")
+    return report
 
 
 @task(name="finalize-build", cache_policy=NO_CACHE)
@@ -65,10 +77,15 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
     wd = Workdir(workdir)
     build, fingerprints = steps.prepare_build(wd, request)
     if build.is_complete():
-        _log(f"inputs and config unchanged: reusing build {build.build_id}")
+        log(f"inputs and config unchanged: reusing build {build.build_id}")
         wd.set_current(build.build_id)
         return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
-    reports = {"features": features_task(build, request)}
+    reports: dict[str, Any] = {"features": features_task(build, request)}
+    reports["train"] = train_task.with_options(timeout_seconds=_train_timeout(request))(build, request)
+    reports["embed"] = embed_task(build)
+    shards = list(range(request.config.index.shards))
+    shard_futures = index_shard_task.map(unmapped(build), unmapped(request), shards)
+    reports["index"] = index_manifest_task(build, request, [f.result() for f in shard_futures])
     manifest = finalize_task(wd, build, request, fingerprints, reports)
     create_markdown_artifact(
         key="lookalike-build", markdown=_build_markdown(manifest), description="lookalike build"
@@ -76,10 +93,20 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
     return {"build_id": build.build_id, "reused": False, "path": str(build.root)}
 
 
+def _train_timeout(request: steps.BuildRequest) -> float:
+    """The training budget plus room for validation, health checks and saving."""
+    return request.config.train.time_budget_seconds * 1.5 + 300
+
+
 def _build_markdown(manifest: dict[str, Any]) -> str:
     features = manifest["steps"]["features"]["features"]
+    train, index = manifest["steps"]["train"], manifest["steps"]["index"]
     return (
         f"# Build {manifest['build_id']}\n\n"
-        f"- users: {features['n_users']}\n- as of: {features['as_of']}\n"
-        f"- numeric features: {features['n_numeric']}, categorical: {features['n_categorical']}\n"
+        f"- users: {features['n_users']}, as of {features['as_of']}\n"
+        f"- features: {features['n_numeric']} numeric, {features['n_categorical']} categorical\n"
+        f"- model {train['model_build_id']}: best epoch {train['best_epoch']} of "
+        f"{train['epochs_run']} ({train['stop_reason']}), validation recall "
+        f"{train['validation_recall']:.3f}\n"
+        f"- index: recall@10 {index['recall_at_10']:.3f}, recall@100 {index['recall_at_100']:.3f}\n"
     )

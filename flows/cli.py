@@ -116,5 +116,34 @@ def build(
     typer.echo(f"{verb} {result['build_id']} at {result['path']}")
 
 
+@app.command()
+@fails_cleanly
+def export(
+    workdir: Annotated[Path, typer.Option(help="Workdir with a current build.")],
+    seeds: Annotated[str, typer.Option(help="Seed list: user_id and optional weight (Parquet/CSV).")],
+    out: Annotated[Path, typer.Option(help="Audience Parquet file to write (atomically).")],
+    size: Annotated[int | None, typer.Option(min=1, help="Audience size in users.")] = None,
+    fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Audience size as a fraction of eligible users.")] = None,
+    exclude: Annotated[str | None, typer.Option(help="Users never to include (user_id list).")] = None,
+    eligible: Annotated[str | None, typer.Option(help="The only users that may be included.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="knn, clusters or centroid (default from config).")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop users scoring below this similarity.")] = None,
+    name: Annotated[str | None, typer.Option(help="Audience name for overlap with its last export.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+) -> None:
+    """Write the users most similar to SEEDS as a Parquet audience plus a report."""
+    if (size is None) == (fraction is None):
+        raise LookalikeError("give exactly one of --size or --fraction")
+    from flows.export import export_flow
+
+    configure_console_logging()
+    result = export_flow(workdir=str(workdir), seeds=seeds, out=str(out), size=size,
+                         fraction=fraction, exclude=exclude, eligible=eligible, strategy=strategy,
+                         min_score=min_score, name=name,
+                         config_path=str(config) if config else None)
+    typer.echo(f"audience: {result['audience']} ({result['summary']['size']} users)")
+    typer.echo(f"report:   {result['report_md']}")
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from lookalike.schema import USER_ID
 from lookalike.workdir import BuildPaths, Workdir
 
 PACKAGE_VERSION = version("lookalike")
+Progress = Callable[[str], Any]
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,52 @@ def write_population_conversions(conversions: pl.LazyFrame, path: str, features_
         known.sort([USER_ID, "conversion_type"]).write_parquet(tmp)
     per_type = dict(known.group_by("conversion_type").len().sort("conversion_type").iter_rows())
     return {"conversions_outside_population": total - known.height, "converters_per_type": per_type}
+
+
+def step_train(build: BuildPaths, request: BuildRequest, progress: Progress = print) -> dict[str, Any]:
+    """Train the encoder (resuming from its last checkpoint if a previous run was interrupted)."""
+    from lookalike.train import train
+
+    result = train(build.features, build.spec, build.conversions, build.model_dir, request.config,
+                   resume=True, progress=progress)
+    return {"model_build_id": result.model_build_id, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
+            "validation_recall": result.validation_recall,
+            "validation_recall_by_type": result.validation_recall_by_type,
+            "health": asdict(result.health), "seconds": round(result.elapsed_seconds, 1)}
+
+
+def step_embed(build: BuildPaths, progress: Progress = print) -> dict[str, Any]:
+    """Embed the whole population with the candidate tower."""
+    from lookalike.embed import embed_population
+
+    paths = embed_population(build.features, build.spec, build.model_dir, build.embeddings_dir,
+                             progress=progress)
+    return read_json(paths.manifest)
+
+
+def model_build_id(build: BuildPaths) -> str:
+    return read_json(build.model_dir / "model.json")["model_build_id"]
+
+
+def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int) -> dict[str, Any]:
+    """Build one shard's HNSW index (shards are independent: a task runner may run them at once)."""
+    from lookalike.index import build_shard
+
+    info = build_shard(build.embeddings, build.users, shard, request.config.index.shards,
+                       build.index_dir, request.config.index)
+    return asdict(info)
+
+
+def step_index_manifest(build: BuildPaths, request: BuildRequest,
+                        shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Measure recall against exact search and write the index manifest (fails below the floor)."""
+    from lookalike.index import ShardInfo, write_index_manifest
+
+    manifest = write_index_manifest(build.index_dir, [ShardInfo(**s) for s in shards],
+                                    request.config.index, model_build_id(build), build.embeddings)
+    return {"recall_at_10": manifest.recall_at_10, "recall_at_100": manifest.recall_at_100,
+            "count": manifest.element_count, "shards": len(shards)}
 
 
 def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,

@@ -1,0 +1,62 @@
+"""The export flow: a seed list in, an audience Parquet file and its report out.
+
+Each run leaves three artifacts in Prefect: the report as Markdown, a table of the audience per
+tier, and a link to the Parquet file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
+from lookalike.config import LookalikeConfig, load_config
+from lookalike.export import export_audience
+from lookalike.workdir import Workdir
+
+
+@task(name="export-audience", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
+def export_task(workdir: str, seeds: str, out: str, options: dict[str, Any],
+                config: LookalikeConfig) -> dict[str, Any]:
+    """Score the population against the seeds and write the audience atomically."""
+    result = export_audience(Workdir(workdir).current(), seeds, out, config=config, progress=log,
+                             **options)
+    return {"audience": str(result.audience), "report_md": str(result.report_md),
+            "report_json": str(result.report_json), "summary": result.summary}
+
+
+@flow(name="lookalike-export")
+def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
+                fraction: float | None = None, exclude: str | None = None,
+                eligible: str | None = None, strategy: str | None = None,
+                min_score: float | None = None, name: str | None = None,
+                config_path: str | None = None) -> dict[str, Any]:
+    """Export the audience of one seed list from the workdir's current build."""
+    options = {"size": size, "fraction": fraction, "exclude": exclude, "eligible": eligible,
+               "strategy": strategy, "min_score": min_score, "name": name}
+    result = export_task(workdir, seeds, out, options, load_config(config_path))
+    publish_artifacts(result)
+    return result
+
+
+def publish_artifacts(result: dict[str, Any]) -> None:
+    """Report, tier table and file link, keyed by the audience file's name."""
+    key = artifact_key(Path(result["audience"]).stem)
+    create_markdown_artifact(key=f"{key}-report", markdown=Path(result["report_md"]).read_text(),
+                             description="lookalike audience report")
+    tiers = result["summary"].get("tiers", [])
+    if tiers:
+        create_table_artifact(key=f"{key}-tiers", table=tiers, description="audience per tier")
+    create_link_artifact(key=f"{key}-file", link=Path(result["audience"]).resolve().as_uri(),
+                         link_text=Path(result["audience"]).name, description="audience Parquet")
+
+
+def artifact_key(name: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "audience"

@@ -1,0 +1,44 @@
+"""The scheduled pipeline: rebuild when inputs or config changed (else reuse), then refresh every
+audience listed in the config's ``schedule.audiences``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from flows.build import build_flow
+from flows.common import log
+from flows.export import export_flow
+from lookalike.config import load_config
+from lookalike.errors import LookalikeError
+
+
+@flow(name="lookalike-pipeline")
+def pipeline_flow(config_path: str) -> dict[str, Any]:
+    """Build (or reuse) from the scheduled inputs, then export each configured audience."""
+    schedule = load_config(config_path).schedule
+    if not schedule.workdir or not schedule.conversions:
+        raise LookalikeError(f"{config_path}: schedule.workdir and schedule.conversions are required")
+    base = Path(config_path).resolve().parent
+    built = build_flow(workdir=_path(base, schedule.workdir), conversions=_path(base, schedule.conversions),
+                       events=_path(base, schedule.events), profiles=_path(base, schedule.profiles),
+                       config_path=config_path)
+    exports = []
+    for audience in schedule.audiences:
+        log(f"exporting audience {audience.name}")
+        exports.append(export_flow(
+            workdir=_path(base, schedule.workdir), seeds=_path(base, audience.seeds),
+            out=_path(base, audience.out), size=audience.size, fraction=audience.fraction,
+            exclude=_path(base, audience.exclude), eligible=_path(base, audience.eligible),
+            strategy=audience.strategy, name=audience.name, config_path=config_path,
+        ))
+    return {"build": built, "exports": exports}
+
+
+def _path(base: Path, value: str | None) -> str | None:
+    """Config paths are relative to the config file's folder (URLs are left alone)."""
+    if value is None or "://" in value:
+        return value
+    return str((base / value).resolve())
