@@ -39,12 +39,12 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from lookalike.config import AudienceConfig
 from lookalike.errors import AudienceError
+from lookalike.index import exact_search
 
 QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
 EXAMPLES_SHOWN = 5
-_QUERY_BLOCK = 1024
 _ROW_BLOCK = 65_536
-_BLOCK_ELEMENTS = 1 << 24  # float32 similarities held at once by the blocked searches (64 MiB)
+_BLOCK_ELEMENTS = 1 << 24  # float32 similarities held at once by the blocked scans (64 MiB)
 
 
 class NeighbourSearch(Protocol):
@@ -60,46 +60,6 @@ class NeighbourSearch(Protocol):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Labels (int64 row positions, -1 pads short rows) and similarities [q, k'], best first."""
         ...
-
-
-def exact_search(
-    embeddings: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` inner-product neighbours of each query, never returning ``exclude`` rows.
-
-    Blocked over queries and rows so memory stays bounded; returns ``min(k, allowed rows)`` columns.
-    """
-    allowed = np.ones(len(embeddings), dtype=bool)
-    if exclude is not None:
-        allowed[exclude] = False
-    k = min(k, int(allowed.sum()))
-    labels = np.empty((len(queries), k), dtype=np.int64)
-    sims = np.empty((len(queries), k), dtype=np.float32)
-    if k == 0:
-        return labels, sims
-    all_queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-    for start in range(0, len(queries), _QUERY_BLOCK):
-        block_sims, block_labels = _exact_block(embeddings, all_queries[start : start + _QUERY_BLOCK], k, allowed)
-        labels[start : start + len(block_labels)] = block_labels.numpy()
-        sims[start : start + len(block_sims)] = block_sims.numpy()
-    return labels, sims
-
-
-def _exact_block(
-    embeddings: np.ndarray, queries: torch.Tensor, k: int, allowed: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    best_sims = torch.empty((len(queries), 0), dtype=torch.float32)
-    best_labels = torch.empty((len(queries), 0), dtype=torch.int64)
-    for start in range(0, len(embeddings), _ROW_BLOCK):
-        rows = torch.from_numpy(np.ascontiguousarray(embeddings[start : start + _ROW_BLOCK], dtype=np.float32))
-        sims = queries @ rows.T
-        sims[:, torch.from_numpy(~allowed[start : start + len(rows)])] = -torch.inf
-        top_sims, top_pos = sims.topk(min(k, sims.shape[1]), dim=1)
-        merged_sims = torch.cat([best_sims, top_sims], dim=1)
-        merged_labels = torch.cat([best_labels, top_pos + start], dim=1)
-        best_sims, keep = merged_sims.topk(min(k, merged_sims.shape[1]), dim=1)
-        best_labels = merged_labels.gather(1, keep)
-    return best_sims, best_labels
 
 
 class ExactSearch:

@@ -61,6 +61,7 @@ from lookalike.audience import (
 )
 from lookalike.config import AudienceConfig, LookalikeConfig
 from lookalike.errors import ArtifactError, AudienceError
+from lookalike.index import AnnIndex
 from lookalike.ingest import load_user_list
 from lookalike.spec import FeatureSpec
 from lookalike.workdir import BuildPaths, Workdir
@@ -289,8 +290,6 @@ def _default_search(
 ) -> NeighbourSearch:
     if has_eligible_list and candidates.sum() <= cfg.exact_search_max_candidates:
         return ExactSearch(embeddings, np.flatnonzero(candidates))
-    from lookalike.index import AnnIndex
-
     return AnnIndex.load(build.index_dir, model_build_id)
 
 

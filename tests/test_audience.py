@@ -17,7 +17,6 @@ from lookalike.audience import (
     candidate_mask,
     default_cluster_count,
     expand_seeds,
-    exact_search,
     fit_seed_centres,
     load_seed_vectors,
     match_ids,
@@ -104,7 +103,7 @@ def test_exact_search_matches_a_full_sort_with_exclusions(embeddings):
     exclude = np.arange(0, N, 7)
     allowed = np.ones(N, dtype=bool)
     allowed[exclude] = False
-    labels, sims = exact_search(embeddings, queries, 25, exclude)
+    labels, sims = ExactSearch(embeddings).query(queries, 25, exclude)
     for q, query in enumerate(queries.astype(np.float64)):
         expected = naive_neighbours(embeddings, query, allowed, 25)
         assert labels[q].tolist() == [r for _, r in expected]
@@ -124,7 +123,7 @@ def test_exact_search_on_a_subset_returns_population_rows(embeddings):
 
 
 def test_exact_search_returns_every_allowed_row_when_k_exceeds_them(embeddings):
-    labels, _ = exact_search(embeddings[:20], embeddings[:2], 50, np.arange(5))
+    labels, _ = ExactSearch(embeddings[:20]).query(embeddings[:2], 50, np.arange(5))
     assert labels.shape == (2, 15)
     assert sorted(labels[0].tolist()) == list(range(5, 20))
 
