@@ -118,7 +118,8 @@ def match_ids(ids: pl.Series, population_ids: pl.Series, merged_duplicates: int 
 
     ``merged_duplicates``: duplicate rows the reader already merged (counted as given duplicates).
     """
-    given = pl.DataFrame({"user_id": ids.cast(population_ids.dtype, strict=False)}).with_row_index("position")
+    cast = ids.cast(population_ids.dtype, strict=False)
+    given = pl.DataFrame({"user_id": cast}).with_row_index("position")
     is_null = given.get_column("user_id").is_null()
     first = given.get_column("user_id").is_first_distinct() & ~is_null
     population = pl.DataFrame({"user_id": population_ids}).with_row_index("row")
@@ -203,7 +204,9 @@ def validate_seeds(
     return Seeds(rows=match.rows, weights=weights, report=report)
 
 
-def _require_enough_seeds(match: IdMatch, id_dtype: pl.DataType, config: AudienceConfig, source: str) -> None:
+def _require_enough_seeds(
+    match: IdMatch, id_dtype: pl.DataType, config: AudienceConfig, source: str
+) -> None:
     if len(match.rows) == 0:
         raise AudienceError(
             f"{source}: none of the {match.rows_given} seed ids is in the population "
@@ -227,11 +230,11 @@ def _seed_warnings(match: IdMatch, auc: float | None, config: AudienceConfig) ->
             f"(examples: {match.unknown_examples})"
         )
     if match.duplicates:
-        warnings.append(f"{match.duplicates} seed rows repeat an earlier id and were merged into one seed")
+        warnings.append(f"{match.duplicates} seed rows repeat an earlier id; merged into one seed")
     if len(match.rows) < config.warn_seed_size:
         warnings.append(
-            f"only {len(match.rows)} seeds (fewer than {config.warn_seed_size}): the audience will be "
-            "noisy; more seeds give a more reliable audience"
+            f"only {len(match.rows)} seeds (fewer than {config.warn_seed_size}): the audience will "
+            "be noisy; more seeds give a more reliable audience"
         )
     if auc is not None and auc < config.min_distinctiveness_auc:
         warnings.append(
@@ -241,8 +244,10 @@ def _seed_warnings(match: IdMatch, auc: float | None, config: AudienceConfig) ->
     return warnings
 
 
-def seed_distinctiveness(embeddings: np.ndarray, seed_rows: np.ndarray, config: AudienceConfig) -> float | None:
-    """Cross-validated ROC AUC of a logistic regression telling seeds from the rest of the population.
+def seed_distinctiveness(
+    embeddings: np.ndarray, seed_rows: np.ndarray, config: AudienceConfig
+) -> float | None:
+    """Cross-validated ROC AUC of a logistic regression telling seeds from the other users.
 
     Uses at most ``config.distinctiveness_sample`` seeds and as many non-seed users drawn at random;
     0.5 means the seeds look like the population, 1.0 that they are perfectly separable. ``None``
@@ -283,7 +288,7 @@ def candidate_mask(
     exclude_seeds: bool = True,
 ) -> np.ndarray:
     """Boolean mask of users who may be in the audience: eligible, not excluded, not seeds."""
-    mask = np.zeros(n_users, dtype=bool) if eligible_rows is not None else np.ones(n_users, dtype=bool)
+    mask = np.full(n_users, eligible_rows is None)
     if eligible_rows is not None:
         mask[eligible_rows] = True
     if excluded_rows is not None:
@@ -298,29 +303,37 @@ def band_size(fraction: float, count: int) -> int:
     return math.floor(fraction * count + 1e-9)
 
 
-def resolve_size(size: int | None, fraction: float | None, n_candidates: int, min_audience_size: int) -> int:
+def resolve_size(
+    size: int | None, fraction: float | None, n_candidates: int, min_audience_size: int
+) -> int:
     """The audience size: ``size`` users or ``fraction`` of the candidates, at most all candidates.
 
     Raises :class:`AudienceError` unless exactly one of ``size`` and ``fraction`` is given, or when
     the result is below ``min_audience_size``.
     """
-    if (size is None) == (fraction is None):
-        raise AudienceError("give exactly one of size (a user count) and fraction (of the eligible users)")
-    if fraction is not None and not 0 < fraction <= 1:
-        raise AudienceError(f"fraction must be in (0, 1], got {fraction}")
-    asked = size if size is not None else band_size(fraction, n_candidates)  # type: ignore[arg-type]
+    asked = _asked_size(size, fraction, n_candidates)
     if asked < min_audience_size:
         raise AudienceError(
-            f"an audience of {asked} users is below audience.min_audience_size ({min_audience_size}); "
-            "ask for more users, or lower min_audience_size in the config"
+            f"an audience of {asked} users is below audience.min_audience_size "
+            f"({min_audience_size}); ask for more users, or lower min_audience_size in the config"
         )
     if n_candidates < min_audience_size:
         raise AudienceError(
             f"only {n_candidates} users are eligible and not excluded, below "
-            f"audience.min_audience_size ({min_audience_size}); widen the eligible list, shorten the "
-            "exclusions, or lower min_audience_size in the config"
+            f"audience.min_audience_size ({min_audience_size}); widen the eligible list, shorten "
+            "the exclusions, or lower min_audience_size in the config"
         )
     return min(asked, n_candidates)
+
+
+def _asked_size(size: int | None, fraction: float | None, n_candidates: int) -> int:
+    if size is not None and fraction is None:
+        return size
+    if fraction is not None and size is None:
+        if not 0 < fraction <= 1:
+            raise AudienceError(f"fraction must be in (0, 1], got {fraction}")
+        return band_size(fraction, n_candidates)
+    raise AudienceError("give exactly one of size (a user count) and fraction (of eligible users)")
 
 
 def assign_tiers(n: int, tiers: list[float], eligible_count: int) -> np.ndarray:
@@ -353,7 +366,7 @@ class Expansion:
 
     rows: np.ndarray  # int64 population rows
     scores: np.ndarray  # float64, non-increasing
-    effort: dict[str, int]  # e.g. {"neighbours_per_seed": 200, "query_rounds": 2} or {"centres": 12}
+    effort: dict[str, int]  # {"neighbours_per_seed": 200, "query_rounds": 2}, {"centres": 12}
 
     def head(self, n: int) -> Expansion:
         """The ``n`` best."""
@@ -363,7 +376,9 @@ class Expansion:
 Strategy = Callable[[ExpansionProblem, NeighbourSearch, AudienceConfig], Expansion]
 
 
-def score_knn(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
+def score_knn(
+    problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
+) -> Expansion:
     """Mean of each candidate's ``top_m`` weighted seed similarities among the seeds' k-NN lists."""
     cap = min(problem.n_candidates, search.live_count)
     k = min(config.neighbours_per_seed, cap)
@@ -376,12 +391,15 @@ def score_knn(problem: ExpansionProblem, search: NeighbourSearch, config: Audien
             break
         k = min(cap, max(2 * k, math.ceil(1.25 * k * problem.size / max(found, 1))))
     relative_weights = problem.seed_weights / problem.seed_weights.mean()
-    rows, scores = mean_top_m(labels, sims.astype(np.float64) * relative_weights[:, None], config.top_m)
+    contributions = sims.astype(np.float64) * relative_weights[:, None]
+    rows, scores = mean_top_m(labels, contributions, config.top_m)
     rows, scores = top_ranked(rows, scores, problem.size)
     return Expansion(rows, scores, {"neighbours_per_seed": k, "query_rounds": rounds})
 
 
-def mean_top_m(labels: np.ndarray, contributions: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+def mean_top_m(
+    labels: np.ndarray, contributions: np.ndarray, m: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per distinct label: the sum of its ``m`` largest contributions divided by ``m``."""
     valid = labels >= 0
     candidates, values = labels[valid], contributions[valid]
@@ -394,14 +412,19 @@ def mean_top_m(labels: np.ndarray, contributions: np.ndarray, m: int) -> tuple[n
     return candidates[starts], sums / m
 
 
-def score_clusters(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
+def score_clusters(
+    problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
+) -> Expansion:
     """Largest cosine to a normalized k-means centre of the (weighted) seed vectors."""
-    n_clusters = config.n_clusters or default_cluster_count(len(problem.seed_vectors), config.max_clusters)
+    n_seeds = len(problem.seed_vectors)
+    n_clusters = config.n_clusters or default_cluster_count(n_seeds, config.max_clusters)
     centres = fit_seed_centres(problem.seed_vectors, problem.seed_weights, n_clusters, config.seed)
     return rank_by_centres(problem, centres)
 
 
-def score_centroid(problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig) -> Expansion:
+def score_centroid(
+    problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
+) -> Expansion:
     """Cosine to the normalized (weighted) mean seed vector."""
     centroid = np.average(problem.seed_vectors, axis=0, weights=problem.seed_weights)
     return rank_by_centres(problem, normalize_rows(centroid[None, :]))
@@ -412,8 +435,10 @@ def default_cluster_count(n_seeds: int, cap: int) -> int:
     return int(np.clip(round(math.sqrt(n_seeds / 2)), 1, cap))
 
 
-def fit_seed_centres(vectors: np.ndarray, weights: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
-    """Normalized k-means centres of the seed vectors (MiniBatchKMeans, ``sample_weight=weights``)."""
+def fit_seed_centres(
+    vectors: np.ndarray, weights: np.ndarray, n_clusters: int, seed: int
+) -> np.ndarray:
+    """Normalized k-means centres of the seed vectors (MiniBatchKMeans with sample weights)."""
     n_clusters = min(n_clusters, len(vectors))
     kmeans = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, random_state=seed, batch_size=4096)
     kmeans.fit(vectors, sample_weight=weights)
@@ -426,7 +451,7 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def rank_by_centres(problem: ExpansionProblem, centres: np.ndarray) -> Expansion:
-    """Top ``size`` candidates by largest cosine to any centre, from one exact pass over the embeddings.
+    """Top ``size`` candidates by largest cosine to any centre, from one exact pass over all rows.
 
     A handful of centres needs neighbour lists about ``size / centres`` deep; at that depth HNSW
     (ef >= k) costs more than scanning every row once, and the scan is exact.
@@ -475,14 +500,17 @@ def expand_seeds(
     return STRATEGIES[strategy](problem, search, config)
 
 
-def nearest_seeds(embeddings: np.ndarray, rows: np.ndarray, seed_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``embeddings[rows]``: the index of its most similar seed vector and that similarity."""
+def nearest_seeds(
+    embeddings: np.ndarray, rows: np.ndarray, seed_vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``embeddings[rows]``: position of its most similar seed, and that similarity."""
     seeds = torch.from_numpy(np.ascontiguousarray(seed_vectors, dtype=np.float32))
     step = max(1, _BLOCK_ELEMENTS // max(len(seed_vectors), 1))
     best = np.empty(len(rows), dtype=np.int64)
     similarity = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), step):
-        block = torch.from_numpy(np.asarray(embeddings[rows[start : start + step]], dtype=np.float32))
+        block_rows = rows[start : start + step]
+        block = torch.from_numpy(np.asarray(embeddings[block_rows], dtype=np.float32))
         values, positions = (block @ seeds.T).max(dim=1)
         best[start : start + len(block)] = positions.numpy()
         similarity[start : start + len(block)] = values.numpy()
