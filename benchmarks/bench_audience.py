@@ -41,12 +41,14 @@ MODEL_BUILD_ID = "bench"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--clusters", type=int, default=500)
     parser.add_argument("--seeds", default="1000,50000", help="comma-separated seed list sizes")
-    parser.add_argument("--fraction", type=float, default=0.05, help="audience size, of the eligible users")
+    parser.add_argument("--fraction", type=float, default=0.05, help="audience / eligible users")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
@@ -54,7 +56,9 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def clustered_embeddings(n: int, dim: int, clusters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def clustered_embeddings(
+    n: int, dim: int, clusters: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors around random cluster directions (embedding-like, not uniform noise)."""
     centres = rng.normal(size=(clusters, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -62,14 +66,16 @@ def clustered_embeddings(n: int, dim: int, clusters: int, rng: np.random.Generat
     vectors = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, 1_000_000):
         block = slice(start, start + 1_000_000)
-        noise = rng.normal(scale=0.6 / np.sqrt(dim), size=(len(labels[block]), dim)).astype(np.float32)
-        vectors[block] = centres[labels[block]] + noise
+        noise = rng.normal(scale=0.6 / np.sqrt(dim), size=(len(labels[block]), dim))
+        vectors[block] = centres[labels[block]] + noise.astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors, labels
 
 
-def write_synthetic_build(root: Path, args: argparse.Namespace) -> tuple[BuildPaths, np.ndarray, float]:
-    """Embeddings, users, model.json, features and the HNSW index; returns the index build seconds."""
+def write_synthetic_build(
+    root: Path, args: argparse.Namespace
+) -> tuple[BuildPaths, np.ndarray, float]:
+    """Embeddings, users, model.json, features and the HNSW index (and its build seconds)."""
     rng = np.random.default_rng(0)
     build = Workdir(root).build("bench")
     build.embeddings_dir.mkdir(parents=True, exist_ok=True)
@@ -106,14 +112,15 @@ def write_seeds(folder: Path, labels: np.ndarray, count: int) -> Path:
 def run_child(spec_path: Path) -> None:
     """One export in this process; prints wall time, peak RSS and stage timings as JSON."""
     from lookalike.audience import ExactSearch
-    from lookalike.export import export_audience, read_audience_metadata
+    from lookalike.export import export_audience
 
     spec = json.loads(spec_path.read_text())
     build = BuildPaths(Path(spec["build"]))
     config = LookalikeConfig(audience=AudienceConfig(min_audience_size=1))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    search = ExactSearch(np.load(build.embeddings, mmap_mode="r")) if spec["search"] == "exact" else None
+    exact = spec["search"] == "exact"
+    search = ExactSearch(np.load(build.embeddings, mmap_mode="r")) if exact else None
     result = export_audience(
         build,
         spec["seeds"],
@@ -132,11 +139,19 @@ def run_child(spec_path: Path) -> None:
         "rss_after_imports_mib": rss_before / 1024,
         "size": result.summary["size"],
         "timings_s": result.summary["timings_s"],
-        "searched_with": json.loads(read_audience_metadata(result.audience)["parameters"])["search"] or "scan",
+        "searched_with": _search_used(result.audience),
     }))
 
 
-def measure(build: BuildPaths, seeds: Path, strategy: str, search: str, fraction: float, folder: Path) -> dict:
+def _search_used(audience: Path) -> str:
+    from lookalike.export import read_audience_metadata
+
+    return json.loads(read_audience_metadata(audience)["parameters"])["search"] or "scan"
+
+
+def measure(
+    build: BuildPaths, seeds: Path, strategy: str, search: str, fraction: float, folder: Path
+) -> dict:
     spec = folder / f"spec-{seeds.stem}-{strategy}-{search}.json"
     out = folder / f"audience-{seeds.stem}-{strategy}-{search}.parquet"
     spec.write_text(json.dumps({
@@ -151,19 +166,51 @@ def measure(build: BuildPaths, seeds: Path, strategy: str, search: str, fraction
 
 def markdown(rows: list[dict], baseline_s: float) -> str:
     lines = [
-        "| seeds | strategy | search | audience | wall s | x baseline | peak RSS MiB | RSS after imports MiB "
-        "| expand s | nearest seed s | seeds s | report s |",
+        "| seeds | strategy | search | audience | wall s | x baseline | peak RSS MiB "
+        "| RSS after imports MiB | expand s | nearest seed s | seeds s | report s |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         t = r["timings_s"]
         lines.append(
-            f"| {r['seeds']} | {r['strategy']} | {r['searched_with']} | {r['size']} | {r['wall_s']:.2f} | "
-            f"{r['wall_s'] / baseline_s:.2f} | {r['peak_rss_mib']:.0f} | {r['rss_after_imports_mib']:.0f} | "
-            f"{t['expand']:.2f} | "
+            f"| {r['seeds']} | {r['strategy']} | {r['searched_with']} | {r['size']} "
+            f"| {r['wall_s']:.2f} | {r['wall_s'] / baseline_s:.2f} | {r['peak_rss_mib']:.0f} "
+            f"| {r['rss_after_imports_mib']:.0f} | {t['expand']:.2f} | "
             f"{t['nearest_seed']:.2f} | {t['seeds']:.2f} | {t['report']:.2f} |"
         )
     return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, root: Path) -> dict:
+    """Build the synthetic population, then time every (seed count, strategy) export."""
+    start = time.perf_counter()
+    build, labels, index_s = write_synthetic_build(root, args)
+    elapsed = time.perf_counter() - start
+    print(f"synthetic build: {args.users} users x {args.dim} dims in {elapsed:.1f} s")
+    print(f"HNSW index (lookalike.index, default IndexConfig) built in {index_s:.1f} s")
+    asked = sorted(int(s) for s in args.seeds.split(","))
+    counts = sorted({min(count, args.users // 4) for count in asked})
+    if counts != asked:
+        print(f"seed counts capped at a quarter of the population: {counts}")
+    seed_files = {count: write_seeds(root, labels, count) for count in counts}
+    baseline = measure(build, seed_files[counts[0]], "knn", "exact", args.fraction, root)
+    rows = [{"seeds": counts[0], "strategy": "knn (baseline)", **baseline}]
+    for count in counts:
+        for strategy in args.strategies.split(","):
+            result = measure(build, seed_files[count], strategy, "index", args.fraction, root)
+            rows.append({"seeds": count, "strategy": strategy, **result})
+            wall, rss = result["wall_s"], result["peak_rss_mib"]
+            print(f"  {count} seeds, {strategy}: {wall:.2f} s, {rss:.0f} MiB")
+    return {
+        "users": args.users,
+        "dim": args.dim,
+        "clusters": args.clusters,
+        "fraction": args.fraction,
+        "index_build_s": index_s,
+        "baseline_s": baseline["wall_s"],
+        "rows": rows,
+        "markdown": markdown(rows, baseline["wall_s"]),
+    }
 
 
 def main() -> None:
@@ -172,33 +219,13 @@ def main() -> None:
         run_child(args.child)
         return
     with tempfile.TemporaryDirectory() as scratch:
-        root = args.workdir or Path(scratch)
-        start = time.perf_counter()
-        build, labels, index_s = write_synthetic_build(root, args)
-        print(f"synthetic build: {args.users} users x {args.dim} dims in {time.perf_counter() - start:.1f} s")
-        print(f"HNSW index (lookalike.index, default IndexConfig) built in {index_s:.1f} s")
-        counts = sorted({min(int(s), args.users // 4) for s in args.seeds.split(",")})
-        if counts != sorted(int(s) for s in args.seeds.split(",")):
-            print(f"seed counts capped at a quarter of the population: {counts}")
-        seed_files = {count: write_seeds(root, labels, count) for count in counts}
-        baseline = measure(build, seed_files[counts[0]], "knn", "exact", args.fraction, root)
-        rows = [{"seeds": counts[0], "strategy": "knn (baseline)", **baseline}]
-        for count in counts:
-            for strategy in args.strategies.split(","):
-                result = measure(build, seed_files[count], strategy, "index", args.fraction, root)
-                rows.append({"seeds": count, "strategy": strategy, **result})
-                print(f"  {count} seeds, {strategy}: {result['wall_s']:.2f} s, {result['peak_rss_mib']:.0f} MiB")
-        table = markdown(rows, baseline["wall_s"])
-        print()
-        print(table)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps({
-                "users": args.users, "dim": args.dim, "clusters": args.clusters, "fraction": args.fraction,
-                "index_build_s": index_s, "baseline_s": baseline["wall_s"], "rows": rows,
-                "markdown": table,
-            }, indent=2))
-            print(f"\nwrote {args.out}")
+        results = run(args, args.workdir or Path(scratch))
+    print()
+    print(results["markdown"])
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

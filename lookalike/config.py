@@ -133,14 +133,14 @@ class AudienceConfig(_Section):
     distinctiveness_sample: int = Field(
         20_000, ge=100, description="Population users (and at most as many seeds) in the seed AUC."
     )
-    distinctiveness_folds: int = Field(3, ge=2, description="Cross-validation folds of the seed AUC.")
+    distinctiveness_folds: int = Field(3, ge=2, description="Cross-validation folds of the AUC.")
     min_distinctiveness_auc: float = Field(0.6, ge=0.5, le=1.0)
     max_clusters: int = Field(32, ge=1, description="Cap of the default seed cluster count.")
     exact_search_max_candidates: int = Field(
         200_000,
         ge=0,
         description="With an eligible list leaving at most this many candidates, search them "
-        "exactly instead of filtering the HNSW index (which degrades when most users are excluded).",
+        "exactly instead of filtering the HNSW index (slow when most users are excluded).",
     )
     report_sample: int = Field(
         100_000, ge=100, description="Eligible users sampled to compare feature distributions."

@@ -11,8 +11,10 @@ from lookalike.artifacts import write_json
 from lookalike.workdir import BuildPaths, Workdir
 
 
-def clustered_embeddings(n: int, d: int = 8, clusters: int = 6, noise: float = 0.35, seed: int = 0) -> np.ndarray:
-    """L2-normalized float32 vectors around ``clusters`` random directions; row i in cluster i % clusters."""
+def clustered_embeddings(
+    n: int, d: int = 8, clusters: int = 6, noise: float = 0.35, seed: int = 0
+) -> np.ndarray:
+    """Unit float32 vectors around ``clusters`` random directions; row i in cluster i % clusters."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(clusters, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -23,13 +25,14 @@ def clustered_embeddings(n: int, d: int = 8, clusters: int = 6, noise: float = 0
 def population_ids(n: int, id_kind: str) -> pl.Series:
     """Ids 1000, 1001, ... as int64, or "u1000", ... as strings."""
     ids = np.arange(1000, 1000 + n, dtype=np.int64)
-    return pl.Series("user_id", ids) if id_kind == "int" else pl.Series("user_id", [f"u{i}" for i in ids])
+    values = ids if id_kind == "int" else [f"u{i}" for i in ids]
+    return pl.Series("user_id", values)
 
 
 def write_build(
     root: Path, embeddings: np.ndarray, id_kind: str = "int", *, with_features: bool = True
 ) -> BuildPaths:
-    """A build folder inside a workdir with embeddings, users, model.json and (optionally) features."""
+    """A build folder in a workdir: embeddings, users, model.json and (optionally) features."""
     build = Workdir(root).build("b1")
     build.embeddings_dir.mkdir(parents=True)
     np.save(build.embeddings, embeddings)

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 from audience_fixtures import clustered_embeddings, population_ids
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lookalike.audience import (
@@ -20,6 +20,7 @@ from lookalike.audience import (
     fit_seed_centres,
     load_seed_vectors,
     match_ids,
+    mean_top_m,
     nearest_seeds,
     resolve_size,
     seed_distinctiveness,
@@ -28,17 +29,20 @@ from lookalike.audience import (
 from lookalike.config import AudienceConfig
 from lookalike.errors import AudienceError
 
-# --- naive references ------------------------------------------------------------------------------
+# --- naive references ---------------------------------------------------------------------------
 
 
-def naive_neighbours(embeddings: np.ndarray, query: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[float, int]]:
+def naive_neighbours(embeddings, query, allowed, k) -> list[tuple[float, int]]:
     """The k most similar allowed rows to one query, by a Python loop and a full sort."""
-    pairs = [(float(np.dot(embeddings[row].astype(np.float64), query)), int(row)) for row in np.flatnonzero(allowed)]
+    pairs = [
+        (float(np.dot(embeddings[row].astype(np.float64), query)), int(row))
+        for row in np.flatnonzero(allowed)
+    ]
     pairs.sort(key=lambda p: (-p[0], p[1]))
     return pairs[:k]
 
 
-def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[list[int], list[float]]:
+def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[list, list]:
     """Mean of the top-m weighted similarities of each candidate found in the seeds' k-NN lists."""
     relative = weights / weights.mean()
     found: dict[int, list[float]] = {}
@@ -54,7 +58,8 @@ def naive_max_cosine(embeddings, centres, allowed, size) -> tuple[list[int], lis
     """Every allowed row scored by its largest cosine to any centre, best first."""
     scores = []
     for row in np.flatnonzero(allowed):
-        best = max(float(np.dot(embeddings[row].astype(np.float64), c.astype(np.float64))) for c in centres)
+        vector = embeddings[row].astype(np.float64)
+        best = max(float(np.dot(vector, c.astype(np.float64))) for c in centres)
         scores.append((best, int(row)))
     scores.sort(key=lambda p: (-p[0], p[1]))
     return [r for _, r in scores[:size]], [s for s, _ in scores[:size]]
@@ -67,7 +72,7 @@ def naive_weighted_centroid(vectors: np.ndarray, weights: np.ndarray) -> np.ndar
     return total / np.linalg.norm(total)
 
 
-# --- fixtures --------------------------------------------------------------------------------------
+# --- fixtures -----------------------------------------------------------------------------------
 
 N, D = 600, 8
 
@@ -77,8 +82,12 @@ def embeddings() -> np.ndarray:
     return clustered_embeddings(N, D)
 
 
-def make_problem(embeddings, seed_rows, size, *, weights=None, excluded_rows=None, eligible_rows=None):
-    allowed = candidate_mask(len(embeddings), seed_rows=seed_rows, excluded_rows=excluded_rows, eligible_rows=eligible_rows)
+def make_problem(embeddings, seed_rows, size, *, weights=None, excluded_rows=None,
+                 eligible_rows=None):
+    allowed = candidate_mask(
+        len(embeddings), seed_rows=seed_rows, excluded_rows=excluded_rows,
+        eligible_rows=eligible_rows,
+    )
     problem = ExpansionProblem(
         embeddings=embeddings,
         seed_vectors=np.asarray(embeddings[seed_rows]),
@@ -119,7 +128,8 @@ def test_exact_search_on_a_subset_returns_population_rows(embeddings):
     search = ExactSearch(embeddings, rows)
     labels, _ = search.query(embeddings[[10]], 30, exclude)
     assert search.live_count == len(rows)
-    assert labels[0].tolist() == [r for _, r in naive_neighbours(embeddings, embeddings[10].astype(np.float64), allowed, 30)]
+    expected = naive_neighbours(embeddings, embeddings[10].astype(np.float64), allowed, 30)
+    assert labels[0].tolist() == [r for _, r in expected]
 
 
 def test_exact_search_returns_every_allowed_row_when_k_exceeds_them(embeddings):
@@ -128,19 +138,20 @@ def test_exact_search_returns_every_allowed_row_when_k_exceeds_them(embeddings):
     assert sorted(labels[0].tolist()) == list(range(5, 20))
 
 
-# --- strategies against references -----------------------------------------------------------------
+# --- strategies against references --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_knn_matches_the_naive_reference(embeddings, weighted):
     seeds = seeds_in_clusters(N, (0, 1), 40)
     weights = np.random.default_rng(5).uniform(0.1, 3.0, len(seeds)) if weighted else None
-    problem, allowed = make_problem(embeddings, seeds, 80, weights=weights, excluded_rows=np.arange(0, N, 11))
+    excluded = np.arange(0, N, 11)
+    problem, allowed = make_problem(embeddings, seeds, 80, weights=weights, excluded_rows=excluded)
     config = AudienceConfig(neighbours_per_seed=15, top_m=4)
     result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
-    rows, scores = naive_knn(
-        embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.effort["neighbours_per_seed"], 4, 80
-    )
+    k = result.effort["neighbours_per_seed"]
+    rows, scores = naive_knn(embeddings, problem.seed_vectors, problem.seed_weights, allowed, k, 4,
+                             80)
     assert result.rows.tolist() == rows
     np.testing.assert_allclose(result.scores, scores, atol=1e-6)
 
@@ -150,9 +161,11 @@ def test_knn_grows_k_until_enough_distinct_candidates(embeddings):
     problem, allowed = make_problem(embeddings, seeds, 250)
     config = AudienceConfig(neighbours_per_seed=3, top_m=3)
     result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
-    assert result.effort["neighbours_per_seed"] > 3 and result.effort["query_rounds"] > 1
+    k = result.effort["neighbours_per_seed"]
+    assert k > 3 and result.effort["query_rounds"] > 1
     assert len(result.rows) == 250
-    rows, scores = naive_knn(embeddings, problem.seed_vectors, problem.seed_weights, allowed, result.effort["neighbours_per_seed"], 3, 250)
+    rows, scores = naive_knn(embeddings, problem.seed_vectors, problem.seed_weights, allowed, k, 3,
+                             250)
     assert result.rows.tolist() == rows
     np.testing.assert_allclose(result.scores, scores, atol=1e-6)
 
@@ -161,7 +174,8 @@ def test_knn_grows_k_until_enough_distinct_candidates(embeddings):
 def test_clusters_match_max_cosine_to_the_centres(embeddings, weighted):
     seeds = seeds_in_clusters(N, (0, 3, 4), 90)
     weights = np.random.default_rng(6).uniform(0.1, 3.0, len(seeds)) if weighted else None
-    problem, allowed = make_problem(embeddings, seeds, 120, weights=weights, eligible_rows=np.arange(0, N, 2))
+    eligible = np.arange(0, N, 2)
+    problem, allowed = make_problem(embeddings, seeds, 120, weights=weights, eligible_rows=eligible)
     config = AudienceConfig(n_clusters=3)
     result = expand_seeds(problem, ExactSearch(embeddings), "clusters", config)
     centres = fit_seed_centres(problem.seed_vectors, problem.seed_weights, 3, config.seed)
@@ -182,13 +196,22 @@ def test_centroid_matches_cosine_to_the_weighted_mean(embeddings, weighted):
     np.testing.assert_allclose(result.scores, scores, atol=1e-6)
 
 
+def test_mean_top_m_by_hand():
+    labels = np.array([[1, 2, -1], [2, 3, 1]])
+    contributions = np.array([[0.9, 0.5, 0.7], [0.8, 0.1, 0.2]])
+    rows, scores = mean_top_m(labels, contributions, 2)
+    assert rows.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(scores, [(0.9 + 0.2) / 2, (0.8 + 0.5) / 2, 0.1 / 2])
+
+
 def test_weights_pull_the_knn_audience_towards_heavy_seeds(embeddings):
     first, second = seeds_in_clusters(N, (0,), 20), seeds_in_clusters(N, (3,), 20)
     first_direction = embeddings[first].mean(axis=0)
 
     def closeness_to_first(weights: np.ndarray) -> float:
         problem, _ = make_problem(embeddings, np.r_[first, second], 60, weights=weights)
-        result = expand_seeds(problem, ExactSearch(embeddings), "knn", AudienceConfig(neighbours_per_seed=30))
+        config = AudienceConfig(neighbours_per_seed=30)
+        result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
         return float((embeddings[result.rows] @ first_direction).mean())
 
     heavy_first = np.r_[np.full(20, 10.0), np.full(20, 0.1)]
@@ -222,10 +245,10 @@ def test_seed_vectors_come_from_query_embeddings_when_present(tmp_path, embeddin
     np.testing.assert_array_equal(load_seed_vectors(path, np.array([4, 2])), -embeddings[[4, 2]])
 
 
-# --- hard rules and size: property test ------------------------------------------------------------
+# --- hard rules and size: property test ---------------------------------------------------------
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None)
 @given(
     data=st.data(),
     n=st.integers(20, 90),
@@ -245,7 +268,9 @@ def test_audience_respects_the_hard_rules_and_the_size(data, n, strategy, use_el
         return
     asked = data.draw(st.integers(1, n), label="size")
     size = resolve_size(asked, None, int(allowed.sum()), 1)
-    problem, _ = make_problem(embeddings, seeds, size, excluded_rows=excluded, eligible_rows=eligible)
+    problem, _ = make_problem(
+        embeddings, seeds, size, excluded_rows=excluded, eligible_rows=eligible
+    )
     config = AudienceConfig(neighbours_per_seed=data.draw(st.integers(1, 5), label="k"), top_m=2)
     result = expand_seeds(problem, ExactSearch(embeddings), strategy, config)
     chosen = set(result.rows.tolist())
@@ -268,7 +293,7 @@ def test_resolve_size_rules():
         resolve_size(20, None, 8, 10)
 
 
-# --- tiers -----------------------------------------------------------------------------------------
+# --- tiers --------------------------------------------------------------------------------------
 
 
 def test_tiers_by_hand():
@@ -277,7 +302,11 @@ def test_tiers_by_hand():
     assert tiers.tolist() == expected
 
 
-@given(n=st.integers(0, 400), eligible=st.integers(1, 2000), bands=st.lists(st.integers(1, 100), min_size=1, max_size=5))
+@given(
+    n=st.integers(0, 400),
+    eligible=st.integers(1, 2000),
+    bands=st.lists(st.integers(1, 100), min_size=1, max_size=5),
+)
 def test_tiers_are_nested(n, eligible, bands):
     fractions = [b / 100 for b in bands]
     n = min(n, eligible)  # an audience never outnumbers the eligible users
@@ -291,7 +320,7 @@ def test_tier_band_is_robust_to_float_products():
     assert (assign_tiers(40, [0.29], 100) == 0.29).sum() == 29
 
 
-# --- seeds -----------------------------------------------------------------------------------------
+# --- seeds --------------------------------------------------------------------------------------
 
 
 def test_match_ids_counts_unknown_duplicates_and_nulls():
@@ -330,9 +359,11 @@ def test_all_unknown_seeds_refuse_naming_the_id_type(embeddings):
 def test_duplicates_unknown_and_small_seeds_warn(embeddings):
     ids = population_ids(N, "int").to_list()
     given = ids[:150] + ids[:30] + [1, 2]
-    seeds = validate_seeds(_seed_frame(given), population_ids(N, "int"), embeddings, AudienceConfig())
+    seeds = validate_seeds(_seed_frame(given), population_ids(N, "int"), embeddings,
+                           AudienceConfig())
     report = seeds.report
-    assert (report.rows_given, report.matched, report.unknown, report.duplicates) == (182, 150, 2, 30)
+    counts = (report.rows_given, report.matched, report.unknown, report.duplicates)
+    assert counts == (182, 150, 2, 30)
     assert seeds.rows.tolist() == list(range(150))
     text = " ".join(report.warnings)
     assert "2 seed ids are not in the population" in text
@@ -342,7 +373,8 @@ def test_duplicates_unknown_and_small_seeds_warn(embeddings):
 
 def test_duplicates_merged_by_the_reader_still_count_as_given(embeddings):
     ids = population_ids(N, "int")
-    report = validate_seeds(_seed_frame(ids[:120].to_list()), ids, embeddings, AudienceConfig(), merged_duplicates=7).report
+    seeds = _seed_frame(ids[:120].to_list())
+    report = validate_seeds(seeds, ids, embeddings, AudienceConfig(), merged_duplicates=7).report
     assert (report.rows_given, report.matched, report.duplicates) == (127, 120, 7)
 
 
