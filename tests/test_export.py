@@ -21,7 +21,7 @@ from audience_fixtures import clustered_embeddings, population_ids, write_build,
 
 from lookalike.audience import ExactSearch, band_size
 from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig
-from lookalike.errors import AudienceError, InputError
+from lookalike.errors import ArtifactError, AudienceError, InputError
 from lookalike.export import export_audience, read_audience_metadata
 
 N = 600
@@ -321,3 +321,37 @@ def test_hnsw_at_high_ef_gives_the_exact_audience(tmp_path):
                                    atol=1e-5)
         used = json.loads(read_audience_metadata(with_index.audience)["parameters"])["search"]
         assert used == ("AnnIndex" if strategy == "knn" else None)
+
+
+def test_seeds_can_be_kept_in_the_audience(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    frame = pl.read_parquet(run_export(build, tmp_path, size=80, exclude_seeds=False).audience)
+    seed_ids = population_ids(N, "int")[seed_rows()]
+    kept = frame.filter(pl.col("user_id").is_in(seed_ids.implode()))
+    assert kept.height > 0
+    assert (kept.get_column("user_id") == kept.get_column("nearest_seed")).all()
+
+
+def test_a_small_eligible_list_is_searched_exactly_without_the_index(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)  # no index folder: opening it would fail
+    ids = population_ids(N, "int")
+    eligible = write_ids(tmp_path / "eligible.parquet", ids[np.arange(0, N, 3)])
+    seeds = write_ids(tmp_path / "seeds.parquet", ids[seed_rows()])
+    common = dict(size=60, eligible=eligible, config=CONFIG, progress=lambda _: None)
+    default = export_audience(build, seeds, tmp_path / "default.parquet", **common)
+    exact = export_audience(build, seeds, tmp_path / "exact.parquet",
+                            search=ExactSearch(embeddings), **common)
+    parameters = json.loads(read_audience_metadata(default.audience)["parameters"])
+    assert parameters["search"] == "ExactSearch"
+    assert pl.read_parquet(default.audience).equals(pl.read_parquet(exact.audience))
+
+
+def test_inconsistent_build_artifacts_are_refused(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    np.save(build.embeddings, embeddings[:-1])
+    with pytest.raises(ArtifactError, match="another population"):
+        run_export(build, tmp_path)
+    np.save(build.embeddings, embeddings)
+    (build.model_dir / "model.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="model_build_id"):
+        run_export(build, tmp_path)
