@@ -210,7 +210,7 @@ class LookalikeConfig(_Section):
 
     def fingerprint(self) -> str:
         """Stable hash of every setting that can change a build's output."""
-        payload = self.model_dump(mode="json", exclude={"schedule", "audience", "evaluate"})
+        payload = self.model_dump(mode="json", exclude={"schedule", "audience", "evaluate", "privacy"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
