@@ -165,6 +165,25 @@ class EvaluateConfig(_Section):
     seed: int = 0
 
 
+class PrivacyConfig(_Section):
+    """Checks that keep sensitive attributes and individual seeds from leaking through audiences."""
+
+    proxy_threshold: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Association (Cramér's V, |Spearman| or correlation ratio, all in [0, 1]) at or "
+        "above which an allowed feature is reported as a proxy for a denied column; 0.5 is the "
+        "conventional lower bound of a strong association.",
+    )
+    proxy_sample: int = Field(
+        200_000, ge=1000, description="Users sampled (seeded) to measure proxy associations."
+    )
+    min_seed_difference: int = Field(
+        100, ge=1,
+        description="Two exports whose seed lists differ in fewer users than this (but not zero) are "
+        "flagged: the difference of their audiences would reveal the few changed seeds.",
+    )
+
+
 class AudienceSpec(_Section):
     """One audience the scheduled pipeline refreshes."""
 
@@ -200,11 +219,12 @@ class LookalikeConfig(_Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     audience: AudienceConfig = Field(default_factory=AudienceConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     def fingerprint(self) -> str:
         """Stable hash of every setting that can change a build's output."""
-        payload = self.model_dump(mode="json", exclude={"schedule", "audience", "evaluate"})
+        payload = self.model_dump(mode="json", exclude={"schedule", "audience", "evaluate", "privacy"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -126,13 +126,47 @@ def scan_table(path: str, *, csv_separator: str = ",") -> tuple[pl.LazyFrame, li
     if formats == {"parquet"}:
         for file in files:
             _check_parquet_footer(file)
-        frame = pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+        frame = _scan_parquet_parts(path, files)
     else:
         frame = pl.concat(
             [pl.scan_csv(f, separator=csv_separator, infer_schema_length=10_000) for f in files],
             how="diagonal_relaxed",
         )
     return frame, files
+
+
+def _scan_parquet_parts(path: str, files: list[str]) -> pl.LazyFrame:
+    """One frame from Parquet parts that may differ in their optional columns, integer or float
+    widths and datetime units or zones; parts whose column types differ in kind are rejected."""
+    scans = []
+    for file in files:
+        scan = pl.scan_parquet(file)
+        schema = scan.collect_schema()
+        datetimes = [timestamp_expr(c, t, file).alias(c) for c, t in schema.items() if isinstance(t, pl.Datetime)]
+        scans.append(scan.with_columns(datetimes))
+    _check_same_column_kinds(path, files, [scan.collect_schema() for scan in scans])
+    return pl.concat(scans, how="diagonal_relaxed")
+
+
+def _column_kind(dtype: pl.DataType) -> str:
+    if is_integer(dtype) or is_float(dtype):
+        return "number"
+    return "text" if is_textual(dtype) else str(dtype)
+
+
+def _check_same_column_kinds(path: str, files: list[str], schemas: list[pl.Schema]) -> None:
+    first_seen: dict[str, tuple[str, pl.DataType, str]] = {}
+    for file, schema in zip(files, schemas, strict=True):
+        for column, dtype in schema.items():
+            if dtype == pl.Null:  # an all-null column takes any type
+                continue
+            kind = _column_kind(dtype)
+            seen_kind, seen_dtype, seen_file = first_seen.setdefault(column, (kind, dtype, file))
+            if kind != seen_kind:
+                raise InputError(
+                    path, f"has Parquet parts whose types disagree: {seen_dtype} in {seen_file}, "
+                    f"{dtype} in {file}", column=column, fix="write every part with the same schema",
+                )
 
 
 def _check_parquet_footer(file: str) -> None:
@@ -167,7 +201,8 @@ def user_id_expr(dtype: pl.DataType, path: str) -> pl.Expr:
     if is_integer(dtype):
         return col.cast(pl.Int64)
     if is_float(dtype):
-        return col.cast(pl.Int64, strict=False)
+        # A non-integral id (2.5) becomes null and is rejected, never truncated into another user's id.
+        return pl.when(col == col.floor()).then(col).cast(pl.Int64, strict=False)
     if is_textual(dtype):
         return col.cast(pl.String).str.strip_chars()
     raise InputError(path, f"has type {dtype}", column=USER_ID, expected="integer or string ids")
@@ -282,7 +317,8 @@ def load_events(path: str, *, csv_separator: str = ",") -> Table:
     if "item_id" in kept:
         frame = frame.with_columns(pl.col("item_id").cast(pl.String))
     if "value" in kept:
-        frame = frame.with_columns(_numeric_value(frame, "value", path))
+        value = _numeric_value(frame, "value", path)
+        frame = frame.with_columns(pl.when(value.is_finite()).then(value).alias("value"))
     unique = frame.unique()
     report.duplicates_dropped = report.rows - unique.select(pl.len()).collect(engine="streaming").item()
     if report.duplicates_dropped:
@@ -295,9 +331,11 @@ def _numeric_value(frame: pl.LazyFrame, name: str, path: str) -> pl.Expr:
     if is_integer(dtype) or is_float(dtype):
         return pl.col(name).cast(pl.Float64)
     if is_textual(dtype):
-        parsed = pl.col(name).cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False)
+        text = pl.col(name).cast(pl.String).str.strip_chars()
+        present = text.is_not_null() & (text != "")  # a quoted empty CSV field ("") means none too
+        parsed = pl.when(present).then(text).cast(pl.Float64, strict=False)
         _fail_if_any(
-            frame.with_row_index("row"), parsed.is_null() & pl.col(name).is_not_null(),
+            frame.with_row_index("row"), parsed.is_null() & present,
             ["row", USER_ID, name], path, column=name, problem="has non-numeric values",
             expected="numbers (or empty for none)",
         )
@@ -366,8 +404,9 @@ def load_user_list(path: str, *, kind: str = "user list", with_weight: bool = Fa
     frame = _normalize_ids(frame, path)
     if "weight" in keep:
         frame = frame.with_columns(_numeric_value(frame, "weight", path).alias("weight"))
+        valid = (pl.col("weight").is_finite() & (pl.col("weight") > 0)).fill_null(False)  # null: missing
         _fail_if_any(
-            frame.with_row_index("row"), ~(pl.col("weight").is_finite() & (pl.col("weight") > 0)),
+            frame.with_row_index("row"), ~valid,
             ["row", USER_ID, "weight"], path, column="weight",
             problem="has missing, non-positive or non-finite weights", expected="weights > 0",
         )
