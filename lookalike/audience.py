@@ -446,6 +446,7 @@ def fit_seed_centres(
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
@@ -494,7 +495,16 @@ STRATEGIES: dict[str, Strategy] = {
 def expand_seeds(
     problem: ExpansionProblem, search: NeighbourSearch, strategy: str, config: AudienceConfig
 ) -> Expansion:
-    """Run one of :data:`STRATEGIES` (``knn``, ``clusters``, ``centroid``)."""
+    """Run one of :data:`STRATEGIES` (``knn``, ``clusters``, ``centroid``).
+
+    Example (the 10 users most like the first 20, who are excluded as seeds)::
+
+        >>> vectors = normalize_rows(np.random.default_rng(0).normal(size=(200, 8)))
+        >>> problem = ExpansionProblem(vectors, vectors[:20], np.ones(20), np.arange(20), 180, 10)
+        >>> result = expand_seeds(problem, ExactSearch(vectors), "knn", AudienceConfig())
+        >>> len(result.rows), bool((result.rows >= 20).all()), result.effort["query_rounds"]
+        (10, True, 1)
+    """
     if strategy not in STRATEGIES:
         raise AudienceError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
     return STRATEGIES[strategy](problem, search, config)
