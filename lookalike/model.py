@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from lookalike.artifacts import atomic_write, read_json, sha256_file, verify_checksum
+from lookalike.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
 from lookalike.config import ModelConfig
 from lookalike.errors import ArtifactError
 from lookalike.spec import EncodedFeatures, FeatureSpec
@@ -175,6 +175,26 @@ def read_weights(path: Path, sha256: str) -> dict[str, Tensor]:
     """Verify a safetensors file against its sha256, then read its state dict."""
     verify_checksum(path, sha256)
     return load_file(str(path))
+
+
+def save_model(
+    model: TwoTowerEncoder, model_dir: Path, *, spec_sha256: str, metadata: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write ``model.safetensors`` then ``model.json`` (architecture, checksums, ``metadata``).
+
+    The ``model_build_id`` is the first 16 hex digits of the weights' sha256. Returns the manifest.
+    """
+    weights_sha256 = save_weights(model.state_dict(), model_dir / WEIGHTS_FILE)
+    manifest = {
+        **metadata,
+        "model_build_id": weights_sha256[:16],
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": weights_sha256,
+        "spec_sha256": spec_sha256,
+        "architecture": model.architecture.to_json(),
+    }
+    write_json(model_dir / MANIFEST_FILE, manifest)
+    return manifest
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:

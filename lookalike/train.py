@@ -39,11 +39,12 @@ from lookalike.model import (
     autocast_context,
     embed_encoded,
     read_weights,
+    save_model,
     save_weights,
 )
 from lookalike.sampler import ConverterBatchSampler
 from lookalike.spec import EncodedFeatures, FeatureSpec, encode
-from lookalike.validation import ConverterSplit, heldout_recall, split_converters
+from lookalike.validation import heldout_recall, split_converters
 
 Progress = Callable[[str], None]
 CHECKPOINT_DIR = "checkpoints"
@@ -136,13 +137,10 @@ def train(
     spec = FeatureSpec.load(spec_path)
     data = load_training_data(Path(features_path), spec, Path(conversions_path), tc)
     _report_data(data, say)
-    split = split_converters(data.converters_by_type(), tc.validation_fraction, _rng(tc.seed, SPLIT_STREAM))
-    if any(len(rows) == 0 for rows in split.train):
-        raise TrainingError("a conversion type has no training converters left after the hold-out")
+    validation = validation_set(data, tc)
     sampler = ConverterBatchSampler(
-        split.train, data.negative_pool(), tc.converters_per_type, tc.negatives_per_batch
+        validation.seeds, data.negative_pool(), tc.converters_per_type, tc.negatives_per_batch
     )
-    validation = ValidationSet(split.train, split.heldout, _background(data, tc))
     steps = tc.steps_per_epoch or sampler.default_steps()
 
     run_id = _run_fingerprint(config, spec_path, features_path, conversions_path)
@@ -159,9 +157,18 @@ def train(
     while stop_reason is None:
         epoch_started = time.monotonic()
         state.epoch += 1
-        loss = run_epoch(model, optimizer, sampler, tensors, loss_fn, steps, tc, state.epoch)
-        recalls = validation_recalls(model, data.features, validation, tc)
-        best_weights = _record_epoch(state, model, best_weights, loss, recalls, data.types)
+        loss, tuples = run_epoch(model, optimizer, sampler, tensors, loss_fn, steps, tc, state.epoch)
+        trained = time.monotonic()
+        recalls = dict(zip(data.types, validation_recalls(model, data.features, validation, tc), strict=True))
+        epoch = {
+            "loss": loss,
+            "recall_by_type": recalls,
+            "steps": steps,
+            "tuples": tuples,
+            "train_seconds": trained - epoch_started,
+            "validation_seconds": time.monotonic() - trained,
+        }
+        best_weights = _record_epoch(state, model, best_weights, epoch)
         state.elapsed_seconds = time.monotonic() - started + offset
         _save_checkpoint(checkpoints, run_id, model, optimizer, best_weights, state)
         say(_epoch_line(state, tc))
@@ -169,9 +176,9 @@ def train(
     say(f"stopped after epoch {state.epoch}: {stop_reason}; best epoch {state.best_epoch}")
 
     model.load_state_dict(best_weights)
-    health = _health(model, data, split, tc)
+    health = _health(model, data, validation, tc)
     check_not_collapsed(health, tc.min_effective_rank, tc.max_mean_cosine)
-    return _write_model(out_dir, model, spec_path, config, data, split, state, stop_reason, health)
+    return _write_model(out_dir, model, spec_path, config, data, validation, state, stop_reason, health)
 
 
 def load_training_data(
@@ -235,10 +242,19 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream & 0xFFFFFFFF])
 
 
-def _background(data: TrainingData, tc: TrainConfig) -> list[np.ndarray]:
+def validation_set(data: TrainingData, tc: TrainConfig) -> ValidationSet:
+    """Hold out converters of each type; the rest are training converters and validation seeds.
+
+    The background of each type is a fixed sample of users who did not convert to that type.
+    """
+    split = split_converters(data.converters_by_type(), tc.validation_fraction, _rng(tc.seed, SPLIT_STREAM))
+    if any(len(rows) == 0 for rows in split.train):
+        raise TrainingError("a conversion type has no training converters left after the hold-out")
     n = len(data.features)
-    sample = np.sort(_rng(tc.seed, BACKGROUND_STREAM).choice(n, size=min(n, tc.validation_background), replace=False))
-    return [sample[~data.labels[sample, t]] for t in range(len(data.types))]
+    sample = _rng(tc.seed, BACKGROUND_STREAM).choice(n, size=min(n, tc.validation_background), replace=False)
+    sample.sort()
+    background = [sample[~data.labels[sample, t]] for t in range(len(data.types))]
+    return ValidationSet(split.train, split.heldout, background)
 
 
 @dataclass(frozen=True)
@@ -265,12 +281,15 @@ def run_epoch(
     steps: int,
     tc: TrainConfig,
     epoch: int,
-) -> float:
-    """One epoch of ``steps`` batches, seeded from ``(tc.seed, epoch)``; returns the mean loss."""
+) -> tuple[float, int]:
+    """One epoch of ``steps`` batches, seeded from ``(tc.seed, epoch)``.
+
+    Returns the mean loss and the number of (anchor, positive, negative) tuples seen.
+    """
     rng = _rng(tc.seed, epoch)
     torch.manual_seed(int(rng.integers(2**62)))
     model.train()
-    total = 0.0
+    total_loss, tuples = 0.0, 0
     for batch in sampler.batches(steps, rng):
         rows = torch.from_numpy(batch.rows)
         anchors = batch.n_anchors
@@ -289,8 +308,9 @@ def run_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach())
-    return total / steps
+        total_loss += float(loss.detach())
+        tuples += int((positive.sum(dim=1) * negative.sum(dim=1)).sum())
+    return total_loss / steps, tuples
 
 
 def validation_recalls(
@@ -316,18 +336,11 @@ def validation_recalls(
 
 
 def _record_epoch(
-    state: TrainState,
-    model: TwoTowerEncoder,
-    best_weights: dict[str, Tensor],
-    loss: float,
-    recalls: list[float],
-    types: list[str],
+    state: TrainState, model: TwoTowerEncoder, best_weights: dict[str, Tensor], epoch: dict[str, Any]
 ) -> dict[str, Tensor]:
     """Append the epoch to the history; return the best weights so far (this epoch's if better)."""
-    recall = float(np.mean(recalls))
-    state.history.append(
-        {"epoch": state.epoch, "loss": loss, "recall": recall, "recall_by_type": dict(zip(types, recalls, strict=True))}
-    )
+    recall = float(np.mean(list(epoch["recall_by_type"].values())))
+    state.history.append({"epoch": state.epoch, "recall": recall, **epoch})
     if recall > state.best_recall:
         state.best_recall, state.best_epoch, state.epochs_without_gain = recall, state.epoch, 0
         return copy.deepcopy(model.state_dict())
@@ -435,15 +448,17 @@ def _prune_checkpoints(checkpoints: Path, keep: set[str]) -> None:
 
 
 def _health(
-    model: TwoTowerEncoder, data: TrainingData, split: ConverterSplit, tc: TrainConfig
+    model: TwoTowerEncoder, data: TrainingData, validation: ValidationSet, tc: TrainConfig
 ) -> EmbeddingHealth:
     """Health of a population sample; alignment of held-out converters with same-type seeds."""
     rng = _rng(tc.seed, HEALTH_STREAM)
     n = len(data.features)
     sample = rng.choice(n, size=min(n, tc.health_sample), replace=False)
     embeddings = embed_encoded(model, data.features.rows(np.sort(sample)), "candidate", bf16=tc.bf16)
-    seeds = np.concatenate([rng.choice(train, size=len(heldout)) for train, heldout in zip(split.train, split.heldout, strict=True)])
-    heldout = np.concatenate(split.heldout)
+    seeds = np.concatenate(
+        [rng.choice(s, size=len(h)) for s, h in zip(validation.seeds, validation.heldout, strict=True)]
+    )
+    heldout = np.concatenate(validation.heldout)
     pairs = (
         embed_encoded(model, data.features.rows(seeds), "query", bf16=tc.bf16),
         embed_encoded(model, data.features.rows(heldout), "candidate", bf16=tc.bf16),
@@ -457,45 +472,44 @@ def _write_model(
     spec_path: Path,
     config: LookalikeConfig,
     data: TrainingData,
-    split: ConverterSplit,
+    validation: ValidationSet,
     state: TrainState,
     stop_reason: str,
     health: EmbeddingHealth,
 ) -> TrainResult:
-    weights_sha256 = save_weights(model.state_dict(), out_dir / WEIGHTS_FILE)
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     converters = {
         name: {"train": len(train), "heldout": len(heldout)}
-        for name, train, heldout in zip(data.types, split.train, split.heldout, strict=True)
+        for name, train, heldout in zip(data.types, validation.seeds, validation.heldout, strict=True)
     }
-    manifest = {
-        "model_build_id": weights_sha256[:16],
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": weights_sha256,
-        "spec_sha256": sha256_file(spec_path),
-        "architecture": model.architecture.to_json(),
-        "train_config": config.train.model_dump(mode="json"),
-        "conversion_types": data.types,
-        "held_back_types": config.train.held_back_types,
-        "skipped_types": data.skipped_types,
-        "converters": converters,
-        "ignored_converters": data.ignored_converters,
-        "metrics": {
-            "best_epoch": state.best_epoch,
-            "epochs_run": state.epoch,
-            "stop_reason": stop_reason,
-            "validation_recall": state.best_recall,
-            "validation_recall_by_type": best["recall_by_type"],
-            "elapsed_seconds": state.elapsed_seconds,
-            "history": state.history,
+    metrics = {
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "stop_reason": stop_reason,
+        "validation_recall": state.best_recall,
+        "validation_recall_by_type": best["recall_by_type"],
+        "elapsed_seconds": state.elapsed_seconds,
+        "history": state.history,
+    }
+    manifest = save_model(
+        model,
+        out_dir,
+        spec_sha256=sha256_file(spec_path),
+        metadata={
+            "train_config": config.train.model_dump(mode="json"),
+            "conversion_types": data.types,
+            "held_back_types": config.train.held_back_types,
+            "skipped_types": data.skipped_types,
+            "converters": converters,
+            "ignored_converters": data.ignored_converters,
+            "metrics": metrics,
+            "health": health.to_json(),
         },
-        "health": health.to_json(),
-    }
-    manifest_path = write_json(out_dir / MANIFEST_FILE, manifest)
+    )
     return TrainResult(
         model_dir=out_dir,
         weights=out_dir / WEIGHTS_FILE,
-        manifest=manifest_path,
+        manifest=out_dir / MANIFEST_FILE,
         model_build_id=manifest["model_build_id"],
         best_epoch=state.best_epoch,
         epochs_run=state.epoch,

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.preprocessing import StandardScaler
+
+from lookalike.spec import EncodedFeatures
 
 SCORE_CHUNK_ROWS = 1024
 
@@ -86,3 +89,12 @@ def split_converters(
         train.append(rows[~is_heldout])
         heldout.append(rows[is_heldout])
     return ConverterSplit(train, heldout)
+
+
+def raw_feature_vectors(features: EncodedFeatures, cardinalities: Sequence[int]) -> np.ndarray:
+    """The raw-feature baseline space: encoded numeric features and one-hot categorical codes,
+    standardized column by column (scikit-learn's ``StandardScaler``). float32 [n, width].
+    """
+    one_hot = [np.eye(card, dtype=np.float32)[features.categorical[:, j]] for j, card in enumerate(cardinalities)]
+    matrix = np.hstack([features.numeric, *one_hot])
+    return StandardScaler().fit_transform(matrix).astype(np.float32)

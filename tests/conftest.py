@@ -1,0 +1,55 @@
+"""Shared fixtures: small latent-variable feature tables and a quickly trained encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lookalike.config import LookalikeConfig
+from lookalike.toy_features import ToyPaths, write_toy_tables
+from lookalike.train import TrainResult, train
+
+
+def fast_config(**train: object) -> LookalikeConfig:
+    """A small model and short training that still learns on the toy tables."""
+    return LookalikeConfig.model_validate(
+        {
+            "model": {"embedding_dim": 16, "hidden_dims": [64], "numeric_bins": 8},
+            "train": {
+                "epochs": 2,
+                "converters_per_type": 32,
+                "negatives_per_batch": 128,
+                "validation_background": 2000,
+                "health_sample": 1000,
+                "threads": 1,
+                **train,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def make_config() -> Callable[..., LookalikeConfig]:
+    """``make_config(**train_overrides)``: the fast test config."""
+    return fast_config
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> ToyPaths:
+    """6000 users with integer ids, three conversion types, three converters not in the table."""
+    return write_toy_tables(tmp_path_factory.mktemp("toy"), 6000, seed=1, unknown_converters=3)
+
+
+@pytest.fixture(scope="session")
+def trained(toy: ToyPaths, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train(
+        toy.features, toy.spec, toy.conversions, tmp_path_factory.mktemp("model"), fast_config(),
+        progress=None,
+    )
+
+
+@pytest.fixture
+def model_dir(trained: TrainResult) -> Path:
+    return trained.model_dir
