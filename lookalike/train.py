@@ -36,21 +36,20 @@ from lookalike.model import (
     WEIGHTS_FILE,
     Architecture,
     TwoTowerEncoder,
-    autocast_context,
     embed_encoded,
     read_weights,
     save_model,
     save_weights,
 )
-from lookalike.sampler import ConverterBatchSampler
+from lookalike.sampler import Batch, ConverterBatchSampler
 from lookalike.spec import EncodedFeatures, FeatureSpec, encode
 from lookalike.validation import heldout_recall, split_converters
 
 Progress = Callable[[str], None]
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
-# Independent random streams derived from train.seed (the epoch streams use the epoch number).
-SPLIT_STREAM, BACKGROUND_STREAM, HEALTH_STREAM = -1, -2, -3
+# Independent random streams derived from train.seed (and the epoch number, for training batches).
+SPLIT_STREAM, VALIDATION_STREAM, HEALTH_STREAM, EPOCH_STREAM = 1, 2, 3, 4
 # Settings that may change between a run and its resumption without invalidating checkpoints.
 RESUMABLE_SETTINGS = {"epochs", "patience", "time_budget_seconds", "threads"}
 
@@ -74,8 +73,10 @@ class TrainingData:
 
 @dataclass(frozen=True)
 class ValidationSet:
-    """Per trained type: seed rows, held-out converter rows and background rows."""
+    """Per trained type: training converters, validation seeds (a sample of them), held-out
+    converters and background users (rows of the feature table)."""
 
+    train: list[np.ndarray]
     seeds: list[np.ndarray]
     heldout: list[np.ndarray]
     background: list[np.ndarray]
@@ -133,52 +134,31 @@ def train(
     tc = config.train
     torch.set_num_threads(tc.threads or os.cpu_count() or 1)
     started = time.monotonic()
-    out_dir = Path(out_dir)
     spec = FeatureSpec.load(spec_path)
     data = load_training_data(Path(features_path), spec, Path(conversions_path), tc)
     _report_data(data, say)
     validation = validation_set(data, tc)
-    sampler = ConverterBatchSampler(
-        validation.seeds, data.negative_pool(), tc.converters_per_type, tc.negatives_per_batch
-    )
-    steps = tc.steps_per_epoch or sampler.default_steps()
-
-    run_id = _run_fingerprint(config, spec_path, features_path, conversions_path)
     torch.manual_seed(tc.seed)
     model = TwoTowerEncoder(Architecture.for_spec(spec, config.model))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    checkpoints = out_dir / CHECKPOINT_DIR
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
+    )
+    checkpoints = Path(out_dir) / CHECKPOINT_DIR
+    run_id = _run_fingerprint(config, spec_path, features_path, conversions_path)
     state, best_weights = _start_state(checkpoints, run_id, model, optimizer, resume, say)
-    loss_fn = loss_function(tc.loss, temperature=tc.temperature, margin=tc.margin)
-    tensors = _TrainingTensors.of(data)
-    offset = state.elapsed_seconds - (time.monotonic() - started)
+    say(f"set-up took {time.monotonic() - started:.1f}s")
 
-    stop_reason = _stop_reason(state, tc, last_epoch_seconds=0.0)
-    while stop_reason is None:
-        epoch_started = time.monotonic()
-        state.epoch += 1
-        loss, tuples = run_epoch(model, optimizer, sampler, tensors, loss_fn, steps, tc, state.epoch)
-        trained = time.monotonic()
-        recalls = dict(zip(data.types, validation_recalls(model, data.features, validation, tc), strict=True))
-        epoch = {
-            "loss": loss,
-            "recall_by_type": recalls,
-            "steps": steps,
-            "tuples": tuples,
-            "train_seconds": trained - epoch_started,
-            "validation_seconds": time.monotonic() - trained,
-        }
-        best_weights = _record_epoch(state, model, best_weights, epoch)
-        state.elapsed_seconds = time.monotonic() - started + offset
-        _save_checkpoint(checkpoints, run_id, model, optimizer, best_weights, state)
-        say(_epoch_line(state, tc))
-        stop_reason = _stop_reason(state, tc, last_epoch_seconds=time.monotonic() - epoch_started)
+    run = _Run(model, optimizer, data, validation, tc, checkpoints, run_id, say)
+    while (stop_reason := _stop_reason(state, tc)) is None:
+        best_weights = run.epoch(state, best_weights)
     say(f"stopped after epoch {state.epoch}: {stop_reason}; best epoch {state.best_epoch}")
 
     model.load_state_dict(best_weights)
     health = _health(model, data, validation, tc)
     check_not_collapsed(health, tc.min_effective_rank, tc.max_mean_cosine)
-    return _write_model(out_dir, model, spec_path, config, data, validation, state, stop_reason, health)
+    return _write_model(
+        Path(out_dir), model, spec_path, config, data, validation, state, stop_reason, health
+    )
 
 
 def load_training_data(
@@ -238,79 +218,111 @@ def _report_data(data: TrainingData, say: Progress) -> None:
         say(f"ignored {data.ignored_converters} converting users absent from the feature table")
 
 
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([seed, stream & 0xFFFFFFFF])
+def _rng(seed: int, stream: int, epoch: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, stream, epoch])
 
 
 def validation_set(data: TrainingData, tc: TrainConfig) -> ValidationSet:
-    """Hold out converters of each type; the rest are training converters and validation seeds.
+    """Hold out converters of each type; the rest are training converters.
 
-    The background of each type is a fixed sample of users who did not convert to that type.
+    The validation seeds of a type are up to ``validation_max_seeds`` of its training converters;
+    its background is a fixed sample of users who did not convert to it.
     """
-    split = split_converters(data.converters_by_type(), tc.validation_fraction, _rng(tc.seed, SPLIT_STREAM))
+    split = split_converters(
+        data.converters_by_type(), tc.validation_fraction, _rng(tc.seed, SPLIT_STREAM)
+    )
     if any(len(rows) == 0 for rows in split.train):
         raise TrainingError("a conversion type has no training converters left after the hold-out")
-    n = len(data.features)
-    sample = _rng(tc.seed, BACKGROUND_STREAM).choice(n, size=min(n, tc.validation_background), replace=False)
-    sample.sort()
+    rng = _rng(tc.seed, VALIDATION_STREAM)
+    seeds = [_sorted_sample(rows, tc.validation_max_seeds, rng) for rows in split.train]
+    sample = _sorted_sample(np.arange(len(data.features)), tc.validation_background, rng)
     background = [sample[~data.labels[sample, t]] for t in range(len(data.types))]
-    return ValidationSet(split.train, split.heldout, background)
+    return ValidationSet(split.train, seeds, split.heldout, background)
 
 
-@dataclass(frozen=True)
-class _TrainingTensors:
-    numeric: Tensor
-    categorical: Tensor
-    labels: Tensor
+def _sorted_sample(rows: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False))
 
-    @classmethod
-    def of(cls, data: TrainingData) -> _TrainingTensors:
-        return cls(
-            torch.from_numpy(data.features.numeric),
-            torch.from_numpy(data.features.categorical),
-            torch.from_numpy(data.labels),
+
+class _Run:
+    """The fixed parts of one training run; :meth:`epoch` trains, validates and checkpoints."""
+
+    def __init__(
+        self,
+        model: TwoTowerEncoder,
+        optimizer: torch.optim.Optimizer,
+        data: TrainingData,
+        validation: ValidationSet,
+        tc: TrainConfig,
+        checkpoints: Path,
+        run_id: dict[str, Any],
+        say: Progress,
+    ) -> None:
+        self.model, self.optimizer, self.data, self.validation = model, optimizer, data, validation
+        self.tc, self.checkpoints, self.run_id, self.say = tc, checkpoints, run_id, say
+        self.sampler = ConverterBatchSampler(
+            validation.train, data.negative_pool(), tc.converters_per_type, tc.negatives_per_batch
         )
+        self.steps = tc.steps_per_epoch or self.sampler.default_steps()
+        self.loss_fn = loss_function(tc.loss, temperature=tc.temperature, margin=tc.margin)
+        self.numeric = torch.from_numpy(data.features.numeric)
+        self.categorical = torch.from_numpy(data.features.categorical)
+        self.labels = torch.from_numpy(data.labels)
 
+    def epoch(self, state: TrainState, best_weights: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Run the next epoch; return the best weights so far."""
+        started = time.monotonic()
+        state.epoch += 1
+        loss, tuples = self.train_steps(state.epoch)
+        trained = time.monotonic()
+        recalls = validation_recalls(self.model, self.data.features, self.validation, self.tc)
+        finished = time.monotonic()
+        state.elapsed_seconds += finished - started
+        epoch = {
+            "loss": loss,
+            "recall_by_type": dict(zip(self.data.types, recalls, strict=True)),
+            "steps": self.steps,
+            "tuples": tuples,
+            "train_seconds": trained - started,
+            "validation_seconds": finished - trained,
+        }
+        best_weights = _record_epoch(state, self.model, best_weights, epoch)
+        _save_checkpoint(
+            self.checkpoints, self.run_id, self.model, self.optimizer, best_weights, state
+        )
+        self.say(_epoch_line(state, self.tc))
+        return best_weights
 
-def run_epoch(
-    model: TwoTowerEncoder,
-    optimizer: torch.optim.Optimizer,
-    sampler: ConverterBatchSampler,
-    tensors: _TrainingTensors,
-    loss_fn: PairLossFn,
-    steps: int,
-    tc: TrainConfig,
-    epoch: int,
-) -> tuple[float, int]:
-    """One epoch of ``steps`` batches, seeded from ``(tc.seed, epoch)``.
+    def train_steps(self, epoch: int) -> tuple[float, int]:
+        """The epoch's batches, seeded from ``(seed, epoch)``: mean loss and tuples seen."""
+        rng = _rng(self.tc.seed, EPOCH_STREAM, epoch)
+        torch.manual_seed(int(rng.integers(2**62)))
+        self.model.train()
+        total_loss, tuples = 0.0, 0
+        for batch in self.sampler.batches(self.steps, rng):
+            loss, positive, negative = self._step(batch)
+            total_loss += loss
+            tuples += int((positive.sum(dim=1) * negative.sum(dim=1)).sum())
+        return total_loss / self.steps, tuples
 
-    Returns the mean loss and the number of (anchor, positive, negative) tuples seen.
-    """
-    rng = _rng(tc.seed, epoch)
-    torch.manual_seed(int(rng.integers(2**62)))
-    model.train()
-    total_loss, tuples = 0.0, 0
-    for batch in sampler.batches(steps, rng):
+    def _step(self, batch: Batch) -> tuple[float, Tensor, Tensor]:
         rows = torch.from_numpy(batch.rows)
         anchors = batch.n_anchors
-        numeric, categorical = tensors.numeric[rows], tensors.categorical[rows]
-        with autocast_context(tc.bf16):
-            candidates = model(numeric, categorical, "candidate")
-            queries = (
-                candidates[:anchors]
-                if model.shared
-                else model(numeric[:anchors], categorical[:anchors], "query")
-            )
-        positive, negative = pair_masks(
-            rows[:anchors], torch.from_numpy(batch.anchor_types), rows, tensors.labels[rows]
+        numeric, categorical = self.numeric[rows], self.categorical[rows]
+        candidates = self.model(numeric, categorical, "candidate")
+        queries = (
+            candidates[:anchors]  # one tower: the anchors' candidate embeddings are their queries
+            if self.model.shared
+            else self.model(numeric[:anchors], categorical[:anchors], "query")
         )
-        loss = mean_pair_loss(loss_fn(queries, candidates, positive, negative))
-        optimizer.zero_grad(set_to_none=True)
+        positive, negative = pair_masks(
+            rows[:anchors], torch.from_numpy(batch.anchor_types), rows, self.labels[rows]
+        )
+        loss = mean_pair_loss(self.loss_fn(queries, candidates, positive, negative))
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        total_loss += float(loss.detach())
-        tuples += int((positive.sum(dim=1) * negative.sum(dim=1)).sum())
-    return total_loss / steps, tuples
+        self.optimizer.step()
+        return float(loss.detach()), positive, negative
 
 
 def validation_recalls(
@@ -319,8 +331,8 @@ def validation_recalls(
     """Held-out recall per trained type (seeds: query tower; candidates: candidate tower)."""
     seed_rows = np.unique(np.concatenate(validation.seeds))
     candidate_rows = np.unique(np.concatenate([*validation.heldout, *validation.background]))
-    seed_emb = embed_encoded(model, features.rows(seed_rows), "query", bf16=tc.bf16)
-    candidate_emb = embed_encoded(model, features.rows(candidate_rows), "candidate", bf16=tc.bf16)
+    seed_emb = embed_encoded(model, features.rows(seed_rows), "query")
+    candidate_emb = embed_encoded(model, features.rows(candidate_rows), "candidate")
     return [
         heldout_recall(
             seed_emb[np.searchsorted(seed_rows, seeds)],
@@ -348,13 +360,15 @@ def _record_epoch(
     return best_weights
 
 
-def _stop_reason(state: TrainState, tc: TrainConfig, last_epoch_seconds: float) -> str | None:
+def _stop_reason(state: TrainState, tc: TrainConfig) -> str | None:
     if state.epoch >= tc.epochs:
         return f"reached {tc.epochs} epochs"
     if state.epochs_without_gain >= tc.patience:
         return f"no validation gain for {tc.patience} epochs"
-    if state.epoch and state.elapsed_seconds + last_epoch_seconds > tc.time_budget_seconds:
-        return f"another epoch would exceed the time budget of {tc.time_budget_seconds:.0f}s"
+    if state.history:
+        last = state.history[-1]["train_seconds"] + state.history[-1]["validation_seconds"]
+        if state.elapsed_seconds + last > tc.time_budget_seconds:
+            return f"another epoch would exceed the time budget of {tc.time_budget_seconds:g}s"
     return None
 
 
@@ -454,14 +468,14 @@ def _health(
     rng = _rng(tc.seed, HEALTH_STREAM)
     n = len(data.features)
     sample = rng.choice(n, size=min(n, tc.health_sample), replace=False)
-    embeddings = embed_encoded(model, data.features.rows(np.sort(sample)), "candidate", bf16=tc.bf16)
+    embeddings = embed_encoded(model, data.features.rows(np.sort(sample)), "candidate")
     seeds = np.concatenate(
-        [rng.choice(s, size=len(h)) for s, h in zip(validation.seeds, validation.heldout, strict=True)]
+        [rng.choice(t, size=len(h)) for t, h in zip(validation.train, validation.heldout, strict=True)]
     )
     heldout = np.concatenate(validation.heldout)
     pairs = (
-        embed_encoded(model, data.features.rows(seeds), "query", bf16=tc.bf16),
-        embed_encoded(model, data.features.rows(heldout), "candidate", bf16=tc.bf16),
+        embed_encoded(model, data.features.rows(seeds), "query"),
+        embed_encoded(model, data.features.rows(heldout), "candidate"),
     )
     return embedding_health(embeddings, pairs)
 
@@ -480,7 +494,7 @@ def _write_model(
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     converters = {
         name: {"train": len(train), "heldout": len(heldout)}
-        for name, train, heldout in zip(data.types, validation.seeds, validation.heldout, strict=True)
+        for name, train, heldout in zip(data.types, validation.train, validation.heldout, strict=True)
     }
     metrics = {
         "best_epoch": state.best_epoch,

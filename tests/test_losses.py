@@ -133,6 +133,15 @@ def test_accidental_hits_are_never_negatives() -> None:
     assert not positive[:, non_converters].any()  # non-converters are never pulled together
 
 
+def test_the_same_user_is_never_a_negative_whatever_its_row_labels() -> None:
+    # Row 2 repeats user 7 (the anchor) with no labels, as a copy drawn from the population would.
+    users = torch.tensor([7, 8, 7, 9])
+    labels = torch.tensor([[1], [1], [0], [0]], dtype=torch.bool)
+    positive, negative = pair_masks(users[:1], torch.tensor([0]), users, labels)
+    assert positive.tolist() == [[False, True, False, False]]
+    assert negative.tolist() == [[False, False, False, True]]
+
+
 def _leaves(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch["anchor_emb"].clone().requires_grad_(), batch["candidate_emb"].clone().requires_grad_()
 
