@@ -48,7 +48,9 @@ def parse_variant(text: str) -> tuple[str, dict[str, dict[str, Any]]]:
     return name, overrides
 
 
-def make_config(overrides: dict[str, dict[str, Any]], args: argparse.Namespace, seed: int) -> LookalikeConfig:
+def make_config(
+    overrides: dict[str, dict[str, Any]], args: argparse.Namespace, seed: int
+) -> LookalikeConfig:
     raw: dict[str, dict[str, Any]] = {"model": {"embedding_dim": args.dim}, "train": {"seed": seed}}
     if args.epochs:
         raw["train"]["epochs"] = args.epochs
@@ -99,7 +101,9 @@ def encode_only_users_per_s(paths: ToyPaths, batch_size: int) -> float:
     return parquet.metadata.num_rows / (time.perf_counter() - started)
 
 
-def embedding_figures(paths: ToyPaths, model_dir: Path, out_dir: Path, batch_size: int) -> dict[str, float]:
+def embedding_figures(
+    paths: ToyPaths, model_dir: Path, out_dir: Path, batch_size: int
+) -> dict[str, float]:
     started = time.perf_counter()
     embed_population(paths.features, paths.spec, model_dir, out_dir, batch_size=batch_size)
     users_per_s = pq.ParquetFile(paths.features).metadata.num_rows / (time.perf_counter() - started)
@@ -120,52 +124,71 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--signal-columns", type=int, default=8)
     parser.add_argument("--noise-columns", type=int, default=24)
+    parser.add_argument("--types", type=int, default=3, help="conversion types")
+    parser.add_argument("--conversion-rate", type=float, default=0.05, help="converters per type")
     parser.add_argument("--epochs", type=int, default=None, help="default: the config's epochs")
     parser.add_argument("--seeds", type=int, default=1, help="train seeds 0..seeds-1 per variant")
-    parser.add_argument("--variant", action="append", default=None, help="name:section.field=json,...")
+    parser.add_argument("--variant", action="append", help="name:section.field=json,... (repeat)")
     parser.add_argument("--batch-size", type=int, default=65_536, help="embedding batch size")
-    parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--workdir", type=Path, default=None, help="for the temporary files")
+    parser.add_argument("--out", type=Path, default=None, help="JSON results")
+    return parser.parse_args()
 
+
+def write_data(args: argparse.Namespace, folder: Path) -> ToyPaths:
+    return write_toy_tables(
+        folder,
+        args.users,
+        n_signal=args.signal_columns,
+        n_noise=args.noise_columns,
+        conversion_types=tuple(f"type_{t}" for t in range(args.types)),
+        conversion_rate=args.conversion_rate,
+    )
+
+
+def train_variant(
+    paths: ToyPaths, config: LookalikeConfig, model_dir: Path
+) -> dict[str, float]:
+    started = time.perf_counter()
+    result = train(
+        paths.features, paths.spec, paths.conversions, model_dir, config, progress=None
+    )
+    figures = training_figures(result, time.perf_counter() - started)
+    raw = raw_baseline_recall(paths, config)
+    return {**figures, "raw_knn_recall": raw, "recall_vs_raw": figures["recall"] / raw}
+
+
+def main() -> None:
+    args = parse_args()
     variants = [parse_variant(v) for v in args.variant or ["default:"]]
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
-        paths = write_toy_tables(
-            root / "data", args.users, n_signal=args.signal_columns, n_noise=args.noise_columns
-        )
-        rows, embedding = [], None
+        paths = write_data(args, root / "data")
         for name, overrides in variants:
             for seed in range(args.seeds):
                 config = make_config(overrides, args, seed)
-                model_dir = root / f"{name}-{seed}"
-                started = time.perf_counter()
-                result = train(paths.features, paths.spec, paths.conversions, model_dir, config, progress=None)
-                figures = training_figures(result, time.perf_counter() - started)
-                raw = raw_baseline_recall(paths, config)
-                rows.append({"variant": name, "seed": seed, **figures, "raw_knn_recall": raw,
-                             "recall_vs_raw": figures["recall"] / raw})
-                print(f"{name} seed {seed}: recall {figures['recall']:.3f} vs raw {raw:.3f}", flush=True)
-                if embedding is None:
-                    embedding = embedding_figures(paths, model_dir, root / "embeddings", args.batch_size)
-    assert embedding is not None
-    print(f"\n## Encoder benchmark, {args.users} users, dim {args.dim}\n")
-    print(markdown(rows))
-    print()
-    print(markdown([embedding]))
+                figures = train_variant(paths, config, root / f"{name}-{seed}")
+                rows.append({"variant": name, "seed": seed, **figures})
+                print(f"{name} seed {seed}: recall {figures['recall']:.3f} "
+                      f"vs raw {figures['raw_knn_recall']:.3f}", flush=True)
+        first_model = root / f"{variants[0][0]}-0"
+        embedding = embedding_figures(paths, first_model, root / "embeddings", args.batch_size)
     summary = _variant_means(rows)
-    if len(rows) > len(summary):
-        print()
-        print(markdown(summary))
+    print(f"\n## Encoder benchmark, {args.users} users, dim {args.dim}\n")
+    print(markdown(rows), markdown([embedding]), markdown(summary), sep="\n\n")
     if args.out:
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out), "workdir": str(args.workdir)},
-                                        "training": rows, "variants": summary, "embedding": embedding}, indent=2))
+        payload = {"args": {k: str(v) for k, v in vars(args).items()}, "training": rows,
+                   "variants": summary, "embedding": embedding}
+        args.out.write_text(json.dumps(payload, indent=2))
 
 
 def _variant_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

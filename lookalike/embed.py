@@ -75,7 +75,8 @@ def embed_population(
             for record_batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
                 frame = pl.from_arrow(record_batch)
                 assert isinstance(frame, pl.DataFrame)
-                matrix[start : start + frame.height] = embed_frame(frame, spec, model, tower="candidate")
+                embeddings = embed_frame(frame, spec, model, tower="candidate")
+                matrix[start : start + frame.height] = embeddings
                 users_writer.write_table(pa.table({"user_id": record_batch.column("user_id")}))
                 start += frame.height
                 say(f"embedded {start}/{n} users")
@@ -127,7 +128,8 @@ def embed_users(
         .collect()
     )
     missing = requested.filter(~requested.is_in(found.get_column("user_id").implode()))
-    return UserEmbeddings(found.get_column("user_id"), embed_frame(found, spec, model, tower=tower), missing)
+    embeddings = embed_frame(found, spec, model, tower=tower)
+    return UserEmbeddings(found.get_column("user_id"), embeddings, missing)
 
 
 def _load_checked(spec_path: Path, model_dir: Path) -> tuple[FeatureSpec, TwoTowerEncoder, str]:

@@ -27,8 +27,8 @@ from torch import Tensor
 class PairLosses:
     """One loss value per (anchor, candidate) pair, with the pair's indices and kind.
 
-    ``losses[i]`` belongs to anchor ``anchors[i]`` and candidate ``candidates[i]``; ``positive[i]`` is
-    True for an (anchor, positive) pair and False for an (anchor, negative) pair.
+    ``losses[i]`` belongs to anchor ``anchors[i]`` and candidate ``candidates[i]``; ``positive[i]``
+    is True for an (anchor, positive) pair and False for an (anchor, negative) pair.
     """
 
     losses: Tensor
@@ -108,7 +108,7 @@ def info_nce_loss(
     logits = anchor_emb @ candidate_emb.T / temperature
     has_negative = negative_mask.any(dim=1)
     negative_logits = torch.where(negative_mask, logits, torch.full_like(logits, -torch.inf))
-    # Rows without negatives would give logsumexp(-inf) = -inf and NaN gradients; they yield no pairs.
+    # A row without negatives would give logsumexp(-inf) and NaN gradients; it yields no pairs.
     negative_logits = torch.where(has_negative[:, None], negative_logits, torch.zeros_like(logits))
     negative_lse = torch.logsumexp(negative_logits, dim=1)
     anchors, candidates = (positive_mask & has_negative[:, None]).nonzero(as_tuple=True)
@@ -158,7 +158,10 @@ def margin_contrastive_loss(
         anchors=torch.cat([pos_anchors, neg_anchors]),
         candidates=torch.cat([pos_candidates, neg_candidates]),
         positive=torch.cat(
-            [torch.ones_like(pos_anchors, dtype=torch.bool), torch.zeros_like(neg_anchors, dtype=torch.bool)]
+            [
+                torch.ones_like(pos_anchors, dtype=torch.bool),
+                torch.zeros_like(neg_anchors, dtype=torch.bool),
+            ]
         ),
     )
 
@@ -167,8 +170,8 @@ def mean_pair_loss(pairs: PairLosses) -> Tensor:
     """Reduce per-pair losses: the mean over positive pairs plus the mean over negative pairs.
 
     Averaging each kind separately keeps the many negative pairs from drowning the few positive
-    pairs (as pytorch-metric-learning's ``ContrastiveLoss`` does). A kind without pairs adds nothing;
-    with no pairs at all the result is a zero that still has a gradient.
+    pairs (as pytorch-metric-learning's ``ContrastiveLoss`` does). A kind without pairs adds
+    nothing; with no pairs at all the result is a zero that still has a gradient.
     """
     total = pairs.losses.sum() * 0.0
     for kind in (pairs.positive, ~pairs.positive):

@@ -12,7 +12,6 @@ architecture and the weights' sha256, which :func:`load_model` verifies before r
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,8 @@ from lookalike.spec import EncodedFeatures, FeatureSpec
 Tower = Literal["query", "candidate"]
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
-INFERENCE_CHUNK_ROWS = 1024  # PLE activations of a chunk stay in cache: 1.6-2.5x faster than 8192
+# A chunk's piecewise-linear activations stay in cache: 1.6-2.5x faster than 8192 rows (measured).
+INFERENCE_CHUNK_ROWS = 1024
 
 
 class PiecewiseLinearEncoding(nn.Module):
@@ -47,7 +47,8 @@ class PiecewiseLinearEncoding(nn.Module):
     def __init__(self, n_bins: int) -> None:
         super().__init__()
         self.n_bins = n_bins
-        self.register_buffer("offsets", torch.arange(n_bins, dtype=torch.float32), persistent=False)
+        offsets = torch.arange(n_bins, dtype=torch.float32)
+        self.register_buffer("offsets", offsets, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         encoded = (x.unsqueeze(-1) * self.n_bins - self.offsets).clamp_(0.0, 1.0)
@@ -65,11 +66,12 @@ class EncoderTower(nn.Module):
     def __init__(self, n_numeric: int, cardinalities: list[int], config: ModelConfig) -> None:
         super().__init__()
         self.numeric_encoding = PiecewiseLinearEncoding(config.numeric_bins)
+        cap = config.max_categorical_embedding_dim
         self.categorical_embeddings = nn.ModuleList(
-            nn.Embedding(card, categorical_embedding_dim(card, config.max_categorical_embedding_dim))
-            for card in cardinalities
+            nn.Embedding(card, categorical_embedding_dim(card, cap)) for card in cardinalities
         )
-        width = n_numeric * config.numeric_bins + sum(e.embedding_dim for e in self.categorical_embeddings)
+        width = n_numeric * config.numeric_bins
+        width += sum(e.embedding_dim for e in self.categorical_embeddings)
         layers: list[nn.Module] = []
         for hidden in config.hidden_dims:
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
@@ -104,7 +106,8 @@ class Architecture:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Architecture:
-        return cls(ModelConfig.model_validate(raw["model"]), raw["n_numeric"], raw["cardinalities"])
+        model = ModelConfig.model_validate(raw["model"])
+        return cls(model, raw["n_numeric"], raw["cardinalities"])
 
 
 class TwoTowerEncoder(nn.Module):
@@ -113,11 +116,15 @@ class TwoTowerEncoder(nn.Module):
     def __init__(self, architecture: Architecture) -> None:
         super().__init__()
         self.architecture = architecture
-        make = lambda: EncoderTower(  # noqa: E731
-            architecture.n_numeric, architecture.cardinalities, architecture.model
+        names = ["query"] if architecture.model.share_towers else ["query", "candidate"]
+        self.towers = nn.ModuleDict(
+            {
+                name: EncoderTower(
+                    architecture.n_numeric, architecture.cardinalities, architecture.model
+                )
+                for name in names
+            }
         )
-        towers = {"query": make()} if architecture.model.share_towers else {"query": make(), "candidate": make()}
-        self.towers = nn.ModuleDict(towers)
 
     @property
     def shared(self) -> bool:
@@ -214,7 +221,3 @@ def load_model(model_dir: str | Path) -> TwoTowerEncoder:
     model = TwoTowerEncoder(architecture)
     model.load_state_dict(read_weights(model_dir / WEIGHTS_FILE, weights_sha256))
     return model.eval()
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(math.prod(p.shape) for p in model.parameters())

@@ -64,7 +64,8 @@ class ConverterBatchSampler:
         return max(1, math.ceil(pairs / len(self.anchor_types)))
 
     def sample(self, rng: np.random.Generator) -> Batch:
-        converters = [_draw(rows, self.converters_per_type, rng) for rows in self.converters_by_type]
+        per_type = self.converters_per_type
+        converters = [_draw(rows, per_type, rng) for rows in self.converters_by_type]
         negatives = _draw(self.negative_pool, self.negatives_per_batch, rng)
         return Batch(np.concatenate([*converters, negatives]), self.anchor_types)
 

@@ -53,7 +53,8 @@ def toy_tables(
         ids = ("u" + ids.cast(pl.String)).alias("user_id")
     columns: dict[str, object] = {"user_id": ids}
     mixing = rng.standard_normal((n_latent, n_signal))
-    signal = np.exp(latent @ mixing / np.sqrt(n_latent) + 0.3 * rng.standard_normal((n_users, n_signal)))
+    noise = 0.3 * rng.standard_normal((n_users, n_signal))
+    signal = np.exp(latent @ mixing / np.sqrt(n_latent) + noise)
     for j in range(n_signal):
         columns[f"signal_{j}"] = signal[:, j]
     for j in range(n_noise):
@@ -88,7 +89,11 @@ def _conversions(
         times = [datetime(2026, 1, 1, tzinfo=UTC)] * len(converted)
         frames.append(
             pl.DataFrame(
-                {"user_id": ids.gather(converted), "conversion_type": name, "conversion_time": times}
+                {
+                    "user_id": ids.gather(converted),
+                    "conversion_type": name,
+                    "conversion_time": times,
+                }
             )
         )
     return pl.concat(frames).with_columns(pl.col("conversion_time").dt.cast_time_unit("us"))
@@ -107,7 +112,7 @@ def _unknown_conversions(n: int, dtype: pl.DataType, name: str) -> pl.DataFrame:
 
 
 def toy_spec(features: pl.DataFrame, n_quantiles: int = 64) -> FeatureSpec:
-    """Fit the feature spec of a toy table: every float column numeric, string columns categorical."""
+    """Fit the spec of a toy table: float columns numeric, string columns categorical."""
     numeric, categorical = [], []
     for name, dtype in features.schema.items():
         if name == "user_id":

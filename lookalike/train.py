@@ -188,7 +188,8 @@ def load_training_data(
         )
     labels = np.zeros((frame.height, len(types)), dtype=bool)
     for t, name in enumerate(types):
-        labels[matched.filter(pl.col("conversion_type") == name).get_column("row").to_numpy(), t] = True
+        rows_of_type = matched.filter(pl.col("conversion_type") == name).get_column("row")
+        labels[rows_of_type.to_numpy(), t] = True
     return TrainingData(
         features=encode(frame, spec),
         labels=labels,
@@ -210,7 +211,8 @@ def _trained_conversions(path: Path, id_dtype: pl.DataType, tc: TrainConfig) -> 
 
 
 def _report_data(data: TrainingData, say: Progress) -> None:
-    counts = ", ".join(f"{t} {int(n)}" for t, n in zip(data.types, data.labels.sum(axis=0), strict=True))
+    per_type = zip(data.types, data.labels.sum(axis=0), strict=True)
+    counts = ", ".join(f"{name} {int(n)}" for name, n in per_type)
     say(f"training on {len(data.features)} users; converters per type: {counts}")
     if data.skipped_types:
         say(f"left out (too few converters): {data.skipped_types}")
@@ -348,7 +350,10 @@ def validation_recalls(
 
 
 def _record_epoch(
-    state: TrainState, model: TwoTowerEncoder, best_weights: dict[str, Tensor], epoch: dict[str, Any]
+    state: TrainState,
+    model: TwoTowerEncoder,
+    best_weights: dict[str, Tensor],
+    epoch: dict[str, Any],
 ) -> dict[str, Tensor]:
     """Append the epoch to the history; return the best weights so far (this epoch's if better)."""
     recall = float(np.mean(list(epoch["recall_by_type"].values())))
@@ -416,7 +421,10 @@ def _start_state(
 
 
 def _load_checkpoint(
-    checkpoints: Path, saved: dict[str, Any], model: TwoTowerEncoder, optimizer: torch.optim.Optimizer
+    checkpoints: Path,
+    saved: dict[str, Any],
+    model: TwoTowerEncoder,
+    optimizer: torch.optim.Optimizer,
 ) -> tuple[TrainState, dict[str, Tensor]]:
     files, sha256 = saved["files"], saved["sha256"]
     model.load_state_dict(read_weights(checkpoints / files["model"], sha256["model"]))
@@ -470,7 +478,10 @@ def _health(
     sample = rng.choice(n, size=min(n, tc.health_sample), replace=False)
     embeddings = embed_encoded(model, data.features.rows(np.sort(sample)), "candidate")
     seeds = np.concatenate(
-        [rng.choice(t, size=len(h)) for t, h in zip(validation.train, validation.heldout, strict=True)]
+        [
+            rng.choice(train, size=len(heldout))
+            for train, heldout in zip(validation.train, validation.heldout, strict=True)
+        ]
     )
     heldout = np.concatenate(validation.heldout)
     pairs = (
@@ -494,7 +505,9 @@ def _write_model(
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     converters = {
         name: {"train": len(train), "heldout": len(heldout)}
-        for name, train, heldout in zip(data.types, validation.train, validation.heldout, strict=True)
+        for name, train, heldout in zip(
+            data.types, validation.train, validation.heldout, strict=True
+        )
     }
     metrics = {
         "best_epoch": state.best_epoch,

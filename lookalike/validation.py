@@ -33,11 +33,14 @@ def seed_scores(seeds: np.ndarray, candidates: np.ndarray, top_m: int) -> np.nda
                 np.ascontiguousarray(candidates[start : start + SCORE_CHUNK_ROWS], dtype=np.float32)
             )
             similarities = chunk @ seed_t.T
-            scores[start : start + len(chunk)] = similarities.topk(m, dim=1).values.mean(dim=1).numpy()
+            top = similarities.topk(m, dim=1).values
+            scores[start : start + len(chunk)] = top.mean(dim=1).numpy()
     return scores
 
 
-def recall_in_top_fraction(scores: np.ndarray, is_positive: np.ndarray, top_fraction: float) -> float:
+def recall_in_top_fraction(
+    scores: np.ndarray, is_positive: np.ndarray, top_fraction: float
+) -> float:
     """Share of positives among the ``ceil(top_fraction * n)`` highest-scoring candidates."""
     k = max(1, math.ceil(top_fraction * len(scores)))
     top = np.argsort(-scores, kind="stable")[:k]
@@ -79,7 +82,7 @@ def split_converters(
     ever shapes the model; it still counts as held out for each type it converted to.
     """
     chosen = [
-        rng.choice(rows, size=min(len(rows) - 1, max(1, round(fraction * len(rows)))), replace=False)
+        rng.choice(rows, size=_heldout_count(len(rows), fraction), replace=False)
         for rows in converters_by_type
     ]
     heldout_users = np.concatenate(chosen)
@@ -91,10 +94,17 @@ def split_converters(
     return ConverterSplit(train, heldout)
 
 
+def _heldout_count(n: int, fraction: float) -> int:
+    return min(n - 1, max(1, round(fraction * n)))
+
+
 def raw_feature_vectors(features: EncodedFeatures, cardinalities: Sequence[int]) -> np.ndarray:
     """The raw-feature baseline space: encoded numeric features and one-hot categorical codes,
     standardized column by column (scikit-learn's ``StandardScaler``). float32 [n, width].
     """
-    one_hot = [np.eye(card, dtype=np.float32)[features.categorical[:, j]] for j, card in enumerate(cardinalities)]
+    one_hot = [
+        np.eye(card, dtype=np.float32)[features.categorical[:, j]]
+        for j, card in enumerate(cardinalities)
+    ]
     matrix = np.hstack([features.numeric, *one_hot])
     return StandardScaler().fit_transform(matrix).astype(np.float32)

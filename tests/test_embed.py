@@ -1,4 +1,4 @@
-"""Population and seed embedding: matches direct inference, keeps ids and order, checks its inputs."""
+"""Population and seed embedding: matches direct inference, keeps ids and order, checks inputs."""
 
 from __future__ import annotations
 
@@ -14,20 +14,31 @@ from lookalike.artifacts import sha256_file
 from lookalike.config import ModelConfig
 from lookalike.embed import embed_population, embed_users
 from lookalike.errors import ArtifactError
-from lookalike.model import Architecture, TwoTowerEncoder, embed_encoded, load_model, save_model
+from lookalike.model import (
+    Architecture,
+    Tower,
+    TwoTowerEncoder,
+    embed_encoded,
+    load_model,
+    save_model,
+)
 from lookalike.spec import FeatureSpec, encode
 from lookalike.toy_features import ToyPaths, write_toy_tables
 
 
-def direct(features: Path, spec: Path, model_dir: Path, tower: str = "candidate") -> np.ndarray:
-    frame = pl.read_parquet(features)
-    return embed_encoded(load_model(model_dir), encode(frame, FeatureSpec.load(spec)), tower)  # type: ignore[arg-type]
+def direct(features: Path, spec: Path, model_dir: Path, tower: Tower = "candidate") -> np.ndarray:
+    encoded = encode(pl.read_parquet(features), FeatureSpec.load(spec))
+    return embed_encoded(load_model(model_dir), encoded, tower)
 
 
-def test_population_embeddings_match_direct_inference(toy: ToyPaths, model_dir: Path, tmp_path: Path) -> None:
-    paths = embed_population(toy.features, toy.spec, model_dir, tmp_path, batch_size=1700)  # 6000 = 3*1700+900
+def test_population_embeddings_match_direct_inference(
+    toy: ToyPaths, model_dir: Path, tmp_path: Path
+) -> None:
+    # 6000 users = 3 batches of 1700 and a partial one of 900.
+    paths = embed_population(toy.features, toy.spec, model_dir, tmp_path, batch_size=1700)
     embeddings = np.load(paths.embeddings)
-    np.testing.assert_allclose(embeddings, direct(toy.features, toy.spec, model_dir), rtol=0, atol=1e-6)
+    expected = direct(toy.features, toy.spec, model_dir)
+    np.testing.assert_allclose(embeddings, expected, rtol=0, atol=1e-6)
     users = pl.read_parquet(paths.users)
     assert users.columns == ["user_id"]
     assert users.get_column("user_id").equals(pl.read_parquet(toy.features).get_column("user_id"))
@@ -46,7 +57,8 @@ def string_toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[ToyPaths, Path
     toy = write_toy_tables(tmp_path_factory.mktemp("strings"), 900, seed=3, string_ids=True)
     torch.manual_seed(0)
     spec = FeatureSpec.load(toy.spec)
-    model = TwoTowerEncoder(Architecture.for_spec(spec, ModelConfig(embedding_dim=8, hidden_dims=[16], share_towers=False)))
+    config = ModelConfig(embedding_dim=8, hidden_dims=[16], share_towers=False)
+    model = TwoTowerEncoder(Architecture.for_spec(spec, config))
     model_dir = tmp_path_factory.mktemp("string-model")
     save_model(model, model_dir, spec_sha256=sha256_file(toy.spec), metadata={})
     return toy, model_dir
@@ -58,10 +70,13 @@ def test_string_ids_are_preserved(string_toy: tuple[ToyPaths, Path], tmp_path: P
     users = pl.read_parquet(paths.users).get_column("user_id")
     assert users.dtype == pl.String
     assert users.equals(pl.read_parquet(toy.features).get_column("user_id"))
-    np.testing.assert_allclose(np.load(paths.embeddings), direct(toy.features, toy.spec, model_dir), atol=1e-6)
+    expected = direct(toy.features, toy.spec, model_dir)
+    np.testing.assert_allclose(np.load(paths.embeddings), expected, rtol=0, atol=1e-6)
 
 
-def test_embed_users_uses_the_query_tower_in_request_order(string_toy: tuple[ToyPaths, Path]) -> None:
+def test_embed_users_uses_the_query_tower_in_request_order(
+    string_toy: tuple[ToyPaths, Path],
+) -> None:
     toy, model_dir = string_toy
     ids = pl.read_parquet(toy.features).get_column("user_id")
     requested = [ids[5], "nobody", ids[2], ids[5], ids[700]]

@@ -51,7 +51,10 @@ def test_mean_pairwise_cosine_matches_loop() -> None:
 
 def test_uniformity_matches_loop() -> None:
     x = unit_rows(25, 6)
-    terms = [math.exp(-2 * float(np.sum((x[i] - x[j]) ** 2))) for i, j in itertools.combinations(range(25), 2)]
+    terms = [
+        math.exp(-2 * float(np.sum((x[i] - x[j]) ** 2)))
+        for i, j in itertools.combinations(range(25), 2)
+    ]
     assert uniformity(x) == pytest.approx(math.log(np.mean(terms)), abs=1e-5)
 
 

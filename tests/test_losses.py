@@ -35,17 +35,21 @@ def random_batch(seed: int) -> dict[str, torch.Tensor]:
     batch_users = torch.cat([torch.arange(n_users), torch.randint(0, n_users, (6,), generator=g)])
     batch_labels = user_labels[batch_users]
     anchor_rows = [i for i in range(len(batch_users)) if batch_labels[i].any()]
-    anchor_types = torch.tensor(
-        [int(batch_labels[i].nonzero()[torch.randint(0, int(batch_labels[i].sum()), (1,), generator=g)]) for i in anchor_rows]
-    )
-    dim = 5
+    anchor_types = []
+    for i in anchor_rows:
+        own_types = batch_labels[i].nonzero().flatten()
+        anchor_types.append(int(own_types[torch.randint(0, len(own_types), (1,), generator=g)]))
+
+    def unit_rows(n: int) -> torch.Tensor:
+        return F.normalize(torch.randn(n, 5, generator=g, dtype=torch.float64), dim=1)
+
     return {
         "anchor_users": batch_users[anchor_rows],
-        "anchor_types": anchor_types,
+        "anchor_types": torch.tensor(anchor_types),
         "batch_users": batch_users,
         "batch_labels": batch_labels,
-        "anchor_emb": F.normalize(torch.randn(len(anchor_rows), dim, generator=g, dtype=torch.float64), dim=1),
-        "candidate_emb": F.normalize(torch.randn(len(batch_users), dim, generator=g, dtype=torch.float64), dim=1),
+        "anchor_emb": unit_rows(len(anchor_rows)),
+        "candidate_emb": unit_rows(len(batch_users)),
     }
 
 
@@ -72,7 +76,8 @@ def naive_info_nce(batch: dict[str, torch.Tensor], anchor_emb, candidate_emb, t:
             positive_term = torch.exp(torch.dot(anchor_emb[a], candidate_emb[p]) / t)
             denominator = positive_term
             for n in negatives:
-                denominator = denominator + torch.exp(torch.dot(anchor_emb[a], candidate_emb[n]) / t)
+                negative_term = torch.exp(torch.dot(anchor_emb[a], candidate_emb[n]) / t)
+                denominator = denominator + negative_term
             pairs[(a, p)] = -torch.log(positive_term / denominator)
     return pairs
 
@@ -101,9 +106,9 @@ def naive_reduce(pairs: dict) -> torch.Tensor:
 
 def as_dict(pairs: PairLosses, with_kind: bool) -> dict:
     out = {}
-    for loss, a, b, positive in zip(pairs.losses, pairs.anchors, pairs.candidates, pairs.positive, strict=True):
-        key = (int(a), int(b), bool(positive)) if with_kind else (int(a), int(b))
-        out[key] = loss
+    for i, loss in enumerate(pairs.losses):
+        key = (int(pairs.anchors[i]), int(pairs.candidates[i]))
+        out[(*key, bool(pairs.positive[i])) if with_kind else key] = loss
     return out
 
 
@@ -143,7 +148,8 @@ def test_the_same_user_is_never_a_negative_whatever_its_row_labels() -> None:
 
 
 def _leaves(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch["anchor_emb"].clone().requires_grad_(), batch["candidate_emb"].clone().requires_grad_()
+    anchor, candidate = batch["anchor_emb"], batch["candidate_emb"]
+    return anchor.clone().requires_grad_(), candidate.clone().requires_grad_()
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -194,7 +200,7 @@ def test_margin_loss_matches_naive_loop_values_and_gradients(seed: int, margin: 
 def test_anchor_without_negatives_gives_no_pairs_and_finite_gradients() -> None:
     users = torch.arange(4)
     labels = torch.tensor([[1, 0], [1, 0], [0, 1], [1, 0]], dtype=torch.bool)
-    # Anchor 0 has type 0; candidate 2 (type 1 only) is its sole negative. Masking it out leaves none.
+    # Anchor 0 has type 0; candidate 2 (type 1 only) is its sole negative; masking it leaves none.
     positive, negative = pair_masks(users[:2], torch.tensor([0, 0]), users, labels)
     negative[0] = False
     anchor = F.normalize(torch.randn(2, 3, dtype=torch.float64), dim=1).requires_grad_()
@@ -218,9 +224,8 @@ def test_info_nce_single_pair_hand_computed() -> None:
     # s_ap = 1, s_an = 0, t = 0.5: loss = -log(e^2 / (e^2 + e^0)).
     anchor = torch.tensor([[1.0, 0.0]])
     candidates = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    pairs = info_nce_loss(
-        anchor, candidates, torch.tensor([[True, False]]), torch.tensor([[False, True]]), temperature=0.5
-    )
+    positive, negative = torch.tensor([[True, False]]), torch.tensor([[False, True]])
+    pairs = info_nce_loss(anchor, candidates, positive, negative, temperature=0.5)
     assert float(pairs.losses[0]) == pytest.approx(-math.log(math.e**2 / (math.e**2 + 1)))
 
 

@@ -51,10 +51,11 @@ def test_categorical_embedding_width_grows_with_cardinality_and_is_capped() -> N
     assert categorical_embedding_dim(1000, cap=16) == 16
 
 
-def features(n: int, n_numeric: int = 6, cardinalities: tuple[int, ...] = (5, 30)) -> EncodedFeatures:
+def features(n: int) -> EncodedFeatures:
+    """Rows for an encoder with 6 numeric features and categorical cardinalities 5 and 30."""
     rng = np.random.default_rng(0)
-    codes = np.stack([rng.integers(0, c, n) for c in cardinalities], axis=1)
-    return EncodedFeatures(rng.random((n, n_numeric), dtype=np.float32), codes)
+    codes = np.stack([rng.integers(0, c, n) for c in (5, 30)], axis=1)
+    return EncodedFeatures(rng.random((n, 6), dtype=np.float32), codes)
 
 
 def encoder(share: bool, seed: int = 0) -> TwoTowerEncoder:
@@ -72,8 +73,12 @@ def test_towers_output_unit_vectors_of_the_embedding_dim() -> None:
 def test_shared_towers_are_one_module_and_separate_towers_differ() -> None:
     rows = features(50)
     shared, separate = encoder(share=True), encoder(share=False)
-    np.testing.assert_array_equal(embed_encoded(shared, rows, "query"), embed_encoded(shared, rows, "candidate"))
-    assert not np.allclose(embed_encoded(separate, rows, "query"), embed_encoded(separate, rows, "candidate"))
+    np.testing.assert_array_equal(
+        embed_encoded(shared, rows, "query"), embed_encoded(shared, rows, "candidate")
+    )
+    assert not np.allclose(
+        embed_encoded(separate, rows, "query"), embed_encoded(separate, rows, "candidate")
+    )
     n_shared = sum(p.numel() for p in shared.parameters())
     assert sum(p.numel() for p in separate.parameters()) == 2 * n_shared
 
@@ -91,7 +96,8 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     loaded = load_model(tmp_path)
     rows = features(64)
     for tower in ("query", "candidate"):
-        np.testing.assert_array_equal(embed_encoded(model, rows, tower), embed_encoded(loaded, rows, tower))
+        expected = embed_encoded(model, rows, tower)
+        np.testing.assert_array_equal(embed_encoded(loaded, rows, tower), expected)
     assert manifest["model_build_id"] == manifest["weights_sha256"][:16]
     assert not loaded.training
 

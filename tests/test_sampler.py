@@ -66,7 +66,7 @@ def test_held_back_types_are_never_anchors_and_negatives_never_converted(toy: To
     ids = pl.read_parquet(toy.features, columns=["user_id"]).get_column("user_id").to_numpy()
     conversions = pl.read_parquet(toy.conversions)
     converted = {
-        name: set(conversions.filter(pl.col("conversion_type") == name).get_column("user_id").to_list())
+        name: set(conversions.filter(pl.col("conversion_type") == name)["user_id"].to_list())
         for name in ("purchase", "signup", "upgrade")
     }
     upgrade_only = converted["upgrade"] - converted["purchase"] - converted["signup"]

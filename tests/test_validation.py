@@ -21,7 +21,8 @@ def test_seed_scores_match_brute_force(top_m: int) -> None:
     rng = np.random.default_rng(0)
     seeds, candidates = rng.standard_normal((7, 5)), rng.standard_normal((2100, 5))
     expected = [np.mean(sorted(seeds @ c, reverse=True)[:top_m]) for c in candidates]
-    np.testing.assert_allclose(seed_scores(seeds, candidates, top_m), expected, rtol=1e-5, atol=1e-5)
+    got = seed_scores(seeds, candidates, top_m)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_recall_in_top_fraction_by_hand() -> None:
@@ -37,7 +38,8 @@ def test_heldout_recall_finds_planted_neighbours() -> None:
     seeds = np.tile([1.0, 0.0], (5, 1))
     heldout = np.array([[0.99, 0.1], [0.98, -0.1], [-1.0, 0.0]])  # two near the seeds, one far
     background = np.column_stack([np.zeros(97), rng.choice([-1.0, 1.0], 97)])
-    assert heldout_recall(seeds, heldout, background, top_fraction=0.02, top_m=3) == pytest.approx(2 / 3)
+    recall = heldout_recall(seeds, heldout, background, top_fraction=0.02, top_m=3)
+    assert recall == pytest.approx(2 / 3)
 
 
 def test_split_holds_out_a_fraction_and_a_user_for_every_type() -> None:
@@ -48,13 +50,14 @@ def test_split_holds_out_a_fraction_and_a_user_for_every_type() -> None:
     for rows, train, heldout in zip(by_type, split.train, split.heldout, strict=True):
         assert np.array_equal(np.sort(np.concatenate([train, heldout])), rows)
         assert len(heldout) >= 1 and len(train) >= 1
-        assert not np.isin(train, all_heldout).any()  # held out for one type: out of training for all
+        assert not np.isin(train, all_heldout).any()  # held out for one type, out for all
     assert 18 <= len(split.heldout[0]) <= 20 + 10  # own 10% plus users held out via type 1
 
 
 def test_raw_feature_vectors_are_standardized_numeric_and_one_hot() -> None:
     rng = np.random.default_rng(0)
     features = EncodedFeatures(rng.random((300, 3), dtype=np.float32), rng.integers(0, 4, (300, 1)))
-    one_hot = OneHotEncoder(categories=[list(range(4))], sparse_output=False).fit_transform(features.categorical)
+    one_hot_encoder = OneHotEncoder(categories=[list(range(4))], sparse_output=False)
+    one_hot = one_hot_encoder.fit_transform(features.categorical)
     expected = StandardScaler().fit_transform(np.hstack([features.numeric, one_hot]))
     np.testing.assert_allclose(raw_feature_vectors(features, [4]), expected, rtol=1e-4, atol=1e-5)
