@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -63,25 +63,22 @@ def embed_population(
     say = progress or (lambda _message: None)
     spec, model, build_id = _load_checked(spec_path, model_dir)
     parquet = pq.ParquetFile(features_path)
-    n = parquet.metadata.num_rows
-    dim = model.architecture.model.embedding_dim
-    columns = feature_columns(spec)
+    n, dim = parquet.metadata.num_rows, model.architecture.model.embedding_dim
     paths = EmbeddingPaths(out_dir / EMBEDDINGS_FILE, out_dir / USERS_FILE, out_dir / MANIFEST_FILE)
     with atomic_write(paths.embeddings) as emb_tmp, atomic_write(paths.users) as users_tmp:
         matrix = np.lib.format.open_memmap(emb_tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-        id_field = parquet.schema_arrow.field("user_id")
-        with pq.ParquetWriter(users_tmp, pa.schema([id_field])) as users_writer:
+        id_schema = pa.schema([parquet.schema_arrow.field("user_id")])
+        with pq.ParquetWriter(users_tmp, id_schema) as users_writer:
             start = 0
-            for record_batch in parquet.iter_batches(batch_size=batch_size, columns=columns):
-                frame = pl.from_arrow(record_batch)
-                assert isinstance(frame, pl.DataFrame)
-                embeddings = embed_frame(frame, spec, model, tower="candidate")
-                matrix[start : start + frame.height] = embeddings
+            batches = parquet.iter_batches(batch_size=batch_size, columns=feature_columns(spec))
+            for record_batch in batches:
+                frame = cast(pl.DataFrame, pl.from_arrow(record_batch))
+                matrix[start : start + frame.height] = embed_frame(frame, spec, model, "candidate")
                 users_writer.write_table(pa.table({"user_id": record_batch.column("user_id")}))
                 start += frame.height
                 say(f"embedded {start}/{n} users")
         matrix.flush()
-        del matrix
+        del matrix  # closes the memory map before the rename
     manifest = {
         "model_build_id": build_id,
         "count": n,
@@ -94,7 +91,7 @@ def embed_population(
 
 
 def embed_frame(
-    frame: pl.DataFrame, spec: FeatureSpec, model: TwoTowerEncoder, *, tower: Tower = "query"
+    frame: pl.DataFrame, spec: FeatureSpec, model: TwoTowerEncoder, tower: Tower = "query"
 ) -> np.ndarray:
     """Embed rows of a feature table (raw values) with one tower: float32 [frame.height, d]."""
     return embed_encoded(model, encode(frame, spec), tower)
@@ -117,10 +114,13 @@ def embed_users(
     features = pl.scan_parquet(features_path).select(feature_columns(spec))
     id_dtype = features.collect_schema()["user_id"]
     requested = pl.Series("user_id", user_ids).unique(maintain_order=True)
-    if requested.dtype != id_dtype and requested.len():
+    same_kind = requested.dtype.is_integer() and id_dtype.is_integer()
+    if requested.dtype != id_dtype and requested.len() and not same_kind:
         raise InputError(
-            "user ids", "their type differs from the feature table's user_id",
-            expected=str(id_dtype), examples=[str(requested.dtype)],
+            "user ids",
+            "their type differs from the feature table's user_id",
+            expected=str(id_dtype),
+            examples=[str(requested.dtype)],
         )
     found = (
         pl.LazyFrame({"user_id": requested.cast(id_dtype)})
@@ -128,7 +128,7 @@ def embed_users(
         .collect()
     )
     missing = requested.filter(~requested.is_in(found.get_column("user_id").implode()))
-    embeddings = embed_frame(found, spec, model, tower=tower)
+    embeddings = embed_frame(found, spec, model, tower)
     return UserEmbeddings(found.get_column("user_id"), embeddings, missing)
 
 

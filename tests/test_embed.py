@@ -13,7 +13,7 @@ import torch
 from lookalike.artifacts import sha256_file
 from lookalike.config import ModelConfig
 from lookalike.embed import embed_population, embed_users
-from lookalike.errors import ArtifactError
+from lookalike.errors import ArtifactError, InputError
 from lookalike.model import (
     Architecture,
     Tower,
@@ -95,3 +95,16 @@ def test_a_spec_the_model_was_not_trained_with_is_refused(
     toy, _ = string_toy
     with pytest.raises(ArtifactError, match="not the feature spec"):
         embed_population(toy.features, toy.spec, model_dir, tmp_path)
+
+
+def test_embed_users_accepts_any_integer_ids_and_refuses_strings_for_integer_ids(
+    toy: ToyPaths, model_dir: Path
+) -> None:
+    ids = pl.read_parquet(toy.features, columns=["user_id"]).get_column("user_id")
+    requested = np.array([ids[3], ids[1], -5], dtype=np.int32)
+    result = embed_users(requested, toy.features, toy.spec, model_dir)
+    assert result.user_ids.to_list() == [ids[3], ids[1]] and result.missing.to_list() == [-5]
+    query = direct(toy.features, toy.spec, model_dir, tower="query")
+    np.testing.assert_allclose(result.embeddings, query[[3, 1]], rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="type differs"):
+        embed_users(["1000"], toy.features, toy.spec, model_dir)
