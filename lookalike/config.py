@@ -73,7 +73,12 @@ class ModelConfig(_Section):
     numeric_bins: int = Field(16, ge=1, description="Piecewise-linear encoding bins per numeric feature.")
     max_categorical_embedding_dim: int = Field(16, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    share_towers: bool = True
+    share_towers: bool = Field(
+        True, description="One tower for seeds and population (held-out recall measured higher)."
+    )
+    bf16: bool = Field(
+        False, description="bfloat16 autocast in the towers, for training and inference (CPU)."
+    )
 
 
 class TrainConfig(_Section):
@@ -92,12 +97,25 @@ class TrainConfig(_Section):
     validation_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     validation_top_fraction: float = Field(0.01, gt=0.0, le=1.0)
     validation_background: int = Field(50_000, ge=100)
+    validation_max_seeds: int = Field(
+        5000, ge=10, description="Training converters per type used as validation seeds (a sample)."
+    )
+    validation_top_m: int = Field(
+        10, ge=1, description="Seed similarities averaged per validation candidate (1 = the maximum)."
+    )
+    min_converters_per_type: int = Field(
+        10, ge=3, description="Conversion types with fewer converters are left out of training."
+    )
     patience: int = Field(5, ge=1, description="Epochs without validation gain before stopping.")
     time_budget_seconds: float = Field(600.0, gt=0.0)
     held_back_types: list[str] = Field(
         default_factory=list, description="Conversion types never used in training."
     )
     min_effective_rank: float = Field(2.0, ge=1.0, description="Below this the model is collapsed.")
+    max_mean_cosine: float = Field(
+        0.95, gt=0.0, le=1.0, description="Above this mean pairwise cosine the model is collapsed."
+    )
+    health_sample: int = Field(5000, ge=100, description="Users embedded for the health statistics.")
     threads: int | None = Field(None, ge=1, description="torch threads; default all cores.")
 
 

@@ -1,4 +1,6 @@
-"""Shared fixtures. Prefect's home is pointed at a temporary folder before anything imports it,
+"""Shared fixtures: a Prefect harness, toy feature tables and a quickly trained encoder.
+
+Prefect's home is pointed at a temporary folder before anything imports it,
 so test runs never share a database or cached results with a user's ~/.prefect."""
 
 from __future__ import annotations
@@ -11,9 +13,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+from lookalike.config import LookalikeConfig  # noqa: E402
+from lookalike.toy_features import ToyPaths, write_toy_tables  # noqa: E402
+from lookalike.train import TrainResult, train  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +30,46 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def fast_config(**train: object) -> LookalikeConfig:
+    """A small model and short training that still learns on the toy tables."""
+    return LookalikeConfig.model_validate(
+        {
+            "model": {"embedding_dim": 16, "hidden_dims": [64], "numeric_bins": 8},
+            "train": {
+                "epochs": 2,
+                "converters_per_type": 32,
+                "negatives_per_batch": 128,
+                "validation_background": 2000,
+                "health_sample": 1000,
+                "threads": 1,
+                **train,
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def make_config() -> Callable[..., LookalikeConfig]:
+    """``make_config(**train_overrides)``: the fast test config."""
+    return fast_config
+
+
+@pytest.fixture(scope="session")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> ToyPaths:
+    """6000 users with integer ids, three conversion types, three converters not in the table."""
+    return write_toy_tables(tmp_path_factory.mktemp("toy"), 6000, seed=1, unknown_converters=3)
+
+
+@pytest.fixture(scope="session")
+def trained(toy: ToyPaths, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train(
+        toy.features, toy.spec, toy.conversions, tmp_path_factory.mktemp("model"), fast_config(),
+        progress=None,
+    )
+
+
+@pytest.fixture
+def model_dir(trained: TrainResult) -> Path:
+    return trained.model_dir

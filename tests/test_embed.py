@@ -1,0 +1,110 @@
+"""Population and seed embedding: matches direct inference, keeps ids and order, checks inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from lookalike.artifacts import sha256_file
+from lookalike.config import ModelConfig
+from lookalike.embed import embed_population, embed_users
+from lookalike.errors import ArtifactError, InputError
+from lookalike.model import (
+    Architecture,
+    Tower,
+    TwoTowerEncoder,
+    embed_encoded,
+    load_model,
+    save_model,
+)
+from lookalike.spec import FeatureSpec, encode
+from lookalike.toy_features import ToyPaths, write_toy_tables
+
+
+def direct(features: Path, spec: Path, model_dir: Path, tower: Tower = "candidate") -> np.ndarray:
+    encoded = encode(pl.read_parquet(features), FeatureSpec.load(spec))
+    return embed_encoded(load_model(model_dir), encoded, tower)
+
+
+def test_population_embeddings_match_direct_inference(
+    toy: ToyPaths, model_dir: Path, tmp_path: Path
+) -> None:
+    # 6000 users = 3 batches of 1700 and a partial one of 900.
+    paths = embed_population(toy.features, toy.spec, model_dir, tmp_path, batch_size=1700)
+    embeddings = np.load(paths.embeddings)
+    expected = direct(toy.features, toy.spec, model_dir)
+    np.testing.assert_allclose(embeddings, expected, rtol=0, atol=1e-6)
+    users = pl.read_parquet(paths.users)
+    assert users.columns == ["user_id"]
+    assert users.get_column("user_id").equals(pl.read_parquet(toy.features).get_column("user_id"))
+    manifest = json.loads(paths.manifest.read_text())
+    model_manifest = json.loads((model_dir / "model.json").read_text())
+    assert manifest["model_build_id"] == model_manifest["model_build_id"]
+    assert (manifest["count"], manifest["dim"]) == embeddings.shape
+    assert manifest["embeddings_sha256"] == sha256_file(paths.embeddings)
+    assert manifest["users_sha256"] == sha256_file(paths.users)
+    assert not list(tmp_path.glob(".*tmp-*"))  # temporary files renamed away
+
+
+@pytest.fixture(scope="module")
+def string_toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[ToyPaths, Path]:
+    """String user ids, with an untrained (random) encoder saved for its spec."""
+    toy = write_toy_tables(tmp_path_factory.mktemp("strings"), 900, seed=3, string_ids=True)
+    torch.manual_seed(0)
+    spec = FeatureSpec.load(toy.spec)
+    config = ModelConfig(embedding_dim=8, hidden_dims=[16], share_towers=False)
+    model = TwoTowerEncoder(Architecture.for_spec(spec, config))
+    model_dir = tmp_path_factory.mktemp("string-model")
+    save_model(model, model_dir, spec_sha256=sha256_file(toy.spec), metadata={})
+    return toy, model_dir
+
+
+def test_string_ids_are_preserved(string_toy: tuple[ToyPaths, Path], tmp_path: Path) -> None:
+    toy, model_dir = string_toy
+    paths = embed_population(toy.features, toy.spec, model_dir, tmp_path, batch_size=256)
+    users = pl.read_parquet(paths.users).get_column("user_id")
+    assert users.dtype == pl.String
+    assert users.equals(pl.read_parquet(toy.features).get_column("user_id"))
+    expected = direct(toy.features, toy.spec, model_dir)
+    np.testing.assert_allclose(np.load(paths.embeddings), expected, rtol=0, atol=1e-6)
+
+
+def test_embed_users_uses_the_query_tower_in_request_order(
+    string_toy: tuple[ToyPaths, Path],
+) -> None:
+    toy, model_dir = string_toy
+    ids = pl.read_parquet(toy.features).get_column("user_id")
+    requested = [ids[5], "nobody", ids[2], ids[5], ids[700]]
+    result = embed_users(requested, toy.features, toy.spec, model_dir)
+    assert result.user_ids.to_list() == [ids[5], ids[2], ids[700]]
+    assert result.missing.to_list() == ["nobody"]
+    query = direct(toy.features, toy.spec, model_dir, tower="query")
+    np.testing.assert_allclose(result.embeddings, query[[5, 2, 700]], atol=1e-6)
+    candidate = embed_users(requested, toy.features, toy.spec, model_dir, tower="candidate")
+    assert not np.allclose(candidate.embeddings, result.embeddings)  # separate towers differ
+
+
+def test_a_spec_the_model_was_not_trained_with_is_refused(
+    string_toy: tuple[ToyPaths, Path], model_dir: Path, tmp_path: Path
+) -> None:
+    toy, _ = string_toy
+    with pytest.raises(ArtifactError, match="not the feature spec"):
+        embed_population(toy.features, toy.spec, model_dir, tmp_path)
+
+
+def test_embed_users_accepts_any_integer_ids_and_refuses_strings_for_integer_ids(
+    toy: ToyPaths, model_dir: Path
+) -> None:
+    ids = pl.read_parquet(toy.features, columns=["user_id"]).get_column("user_id")
+    requested = np.array([ids[3], ids[1], -5], dtype=np.int32)
+    result = embed_users(requested, toy.features, toy.spec, model_dir)
+    assert result.user_ids.to_list() == [ids[3], ids[1]] and result.missing.to_list() == [-5]
+    query = direct(toy.features, toy.spec, model_dir, tower="query")
+    np.testing.assert_allclose(result.embeddings, query[[3, 1]], rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="type differs"):
+        embed_users(["1000"], toy.features, toy.spec, model_dir)

@@ -1,0 +1,219 @@
+"""Training: quality against raw features, exact resume, artifacts, input errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from lookalike.artifacts import sha256_file
+from lookalike.config import LookalikeConfig, TrainConfig
+from lookalike.errors import ArtifactError, InputError, TrainingError
+from lookalike.model import embed_encoded, load_model
+from lookalike.spec import FeatureSpec, encode
+from lookalike.toy_features import ToyPaths, write_toy_tables
+from lookalike.train import (
+    TrainResult,
+    load_training_data,
+    train,
+    validation_recalls,
+    validation_set,
+)
+from lookalike.validation import heldout_recall, raw_feature_vectors
+
+ConfigFactory = Callable[..., LookalikeConfig]
+PerType = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # seeds, held out, background
+
+
+def run(
+    toy: ToyPaths,
+    out: Path,
+    config: LookalikeConfig,
+    progress: Callable[[str], None] | None = None,
+    conversions: Path | None = None,
+) -> TrainResult:
+    conversions = conversions or toy.conversions
+    return train(toy.features, toy.spec, conversions, out, config, progress=progress)
+
+
+def hold_out_users(toy: ToyPaths, fraction: float, folder: Path) -> tuple[Path, pl.DataFrame]:
+    """Remove ``fraction`` of the converting users from the conversions.
+
+    Returns the path of the remaining conversions and the held-out users' conversions.
+    """
+    conversions = pl.read_parquet(toy.conversions)
+    users = conversions.get_column("user_id").unique().sort()
+    chosen = users.sample(fraction=fraction, seed=5)
+    heldout = conversions.get_column("user_id").is_in(chosen.implode())
+    path = folder / "training_conversions.parquet"
+    conversions.filter(~heldout).write_parquet(path)
+    return path, conversions.filter(heldout)
+
+
+def rows_per_type(toy: ToyPaths, training: pl.DataFrame, heldout: pl.DataFrame) -> PerType:
+    """Seed rows (training converters), held-out rows and background rows (non-converters of the
+    type) of every conversion type."""
+    ids = pl.read_parquet(toy.features, columns=["user_id"]).get_column("user_id")
+    every = pl.read_parquet(toy.conversions)
+
+    def rows(table: pl.DataFrame, name: str) -> np.ndarray:
+        users = table.filter(pl.col("conversion_type") == name).get_column("user_id")
+        return np.flatnonzero(ids.is_in(users.implode()).to_numpy())
+
+    return {
+        name: (
+            rows(training, name),
+            rows(heldout, name),
+            np.setdiff1d(np.arange(len(ids)), rows(every, name)),
+        )
+        for name in every.get_column("conversion_type").unique().sort()
+    }
+
+
+def mean_recall(seed_space: np.ndarray, candidate_space: np.ndarray, per_type: PerType) -> float:
+    recalls = [
+        heldout_recall(
+            seed_space[seeds],
+            candidate_space[heldout],
+            candidate_space[background],
+            top_fraction=0.01,
+            top_m=10,
+        )
+        for seeds, heldout, background in per_type.values()
+    ]
+    return float(np.mean(recalls))
+
+
+def test_trained_space_beats_raw_features_on_held_out_converters(tmp_path: Path) -> None:
+    toy = write_toy_tables(tmp_path / "data", 20_000, seed=5)
+    training, heldout = hold_out_users(toy, 0.15, tmp_path)
+    config = LookalikeConfig(train=TrainConfig(epochs=8, threads=1, validation_background=5000))
+    result = run(toy, tmp_path / "model", config, conversions=training)
+
+    per_type = rows_per_type(toy, pl.read_parquet(training), heldout)
+    spec = FeatureSpec.load(toy.spec)
+    encoded = encode(pl.read_parquet(toy.features), spec)
+    model = load_model(result.model_dir)
+    query, candidate = (embed_encoded(model, encoded, tower) for tower in ("query", "candidate"))
+    model_recall = mean_recall(query, candidate, per_type)
+    raw = raw_feature_vectors(encoded, spec.cardinalities)
+    raw_recall = mean_recall(raw, raw, per_type)
+    print(f"held-out recall in top 1%: model {model_recall:.3f}, raw features {raw_recall:.3f}")
+    assert model_recall >= 2 * raw_recall
+
+
+def weights_and_embeddings(model_dir: Path, toy: ToyPaths) -> tuple[str, np.ndarray]:
+    encoded = encode(pl.read_parquet(toy.features), FeatureSpec.load(toy.spec))
+    embeddings = embed_encoded(load_model(model_dir), encoded)
+    return sha256_file(model_dir / "model.safetensors"), embeddings
+
+
+def test_resumed_run_reproduces_an_uninterrupted_run(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    run(toy, tmp_path / "straight", make_config(epochs=2))
+    run(toy, tmp_path / "resumed", make_config(epochs=1))
+    messages: list[str] = []
+    run(toy, tmp_path / "resumed", make_config(epochs=2), progress=messages.append)
+    assert any("resuming after epoch 1" in m for m in messages)
+    assert sum(m.startswith("epoch ") for m in messages) == 1  # only epoch 2 was trained again
+    straight = weights_and_embeddings(tmp_path / "straight", toy)
+    resumed = weights_and_embeddings(tmp_path / "resumed", toy)
+    assert straight[0] == resumed[0]
+    np.testing.assert_array_equal(straight[1], resumed[1])
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    run(toy, tmp_path / "a", make_config(epochs=1))
+    other = make_config(epochs=1, temperature=0.2)
+    messages: list[str] = []
+    run(toy, tmp_path / "a", other, progress=messages.append)
+    run(toy, tmp_path / "fresh", other)
+    assert any("ignoring checkpoints" in m for m in messages)
+    weights = [sha256_file(tmp_path / d / "model.safetensors") for d in ("a", "fresh")]
+    assert weights[0] == weights[1]
+
+
+def test_tampered_checkpoint_is_refused(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    run(toy, tmp_path, make_config(epochs=1))
+    (checkpoint,) = (tmp_path / "checkpoints").glob("epoch-*.safetensors")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(ArtifactError, match="does not match its manifest"):
+        run(toy, tmp_path, make_config(epochs=2))
+
+
+def test_manifest_describes_the_shipped_weights(trained: TrainResult, toy: ToyPaths) -> None:
+    manifest = json.loads(trained.manifest.read_text())
+    weights_sha256 = sha256_file(trained.weights)
+    assert manifest["weights_sha256"] == weights_sha256
+    assert manifest["model_build_id"] == trained.model_build_id == weights_sha256[:16]
+    assert manifest["spec_sha256"] == sha256_file(toy.spec)
+    assert manifest["ignored_converters"] == trained.ignored_converters == 3
+    conversions = pl.read_parquet(toy.conversions).filter(pl.col("user_id") >= 0)
+    for name, counts in manifest["converters"].items():
+        n = conversions.filter(pl.col("conversion_type") == name).height
+        assert counts["train"] + counts["heldout"] == n and counts["heldout"] >= 0.1 * n
+    assert manifest["health"]["effective_rank"] == pytest.approx(trained.health.effective_rank)
+    assert manifest["metrics"]["validation_recall"] == trained.validation_recall
+
+
+def test_shipped_weights_are_the_best_epoch(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    config = make_config(epochs=4, patience=4)
+    result = run(toy, tmp_path, config)
+    history = json.loads(result.manifest.read_text())["metrics"]["history"]
+    assert result.validation_recall == max(h["recall"] for h in history)
+    spec = FeatureSpec.load(toy.spec)
+    data = load_training_data(toy.features, spec, toy.conversions, config.train)
+    validation = validation_set(data, config.train)
+    recalls = validation_recalls(load_model(tmp_path), data.features, validation, config.train)
+    assert float(np.mean(recalls)) == pytest.approx(result.validation_recall, abs=1e-9)
+
+
+def test_held_back_types_are_not_trained(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    result = run(toy, tmp_path, make_config(epochs=1, held_back_types=["signup"]))
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["conversion_types"] == ["purchase", "upgrade"]
+    assert set(result.converters) == {"purchase", "upgrade"}
+
+
+def test_progress_reports_loss_recall_and_time(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    messages: list[str] = []
+    run(toy, tmp_path, make_config(epochs=1), progress=messages.append)
+    (line,) = [m for m in messages if m.startswith("epoch 1/1")]
+    assert "loss" in line and "recall" in line and line.endswith("s")
+
+
+def test_time_budget_stops_between_epochs(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    result = run(toy, tmp_path, make_config(epochs=5, time_budget_seconds=1e-3))
+    assert result.epochs_run == 1 and "time budget" in result.stop_reason
+
+
+def test_conversion_ids_of_another_type_are_refused(toy: ToyPaths, tmp_path: Path) -> None:
+    conversions = pl.read_parquet(toy.conversions)
+    conversions = conversions.with_columns(pl.col("user_id").cast(pl.String))
+    conversions.write_parquet(tmp_path / "c.parquet")
+    with pytest.raises(InputError, match="user_id"):
+        run(toy, tmp_path / "m", LookalikeConfig(), conversions=tmp_path / "c.parquet")
+
+
+def test_too_few_converters_is_a_training_error(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    with pytest.raises(TrainingError, match="no conversion type has 10000 or more"):
+        run(toy, tmp_path, make_config(min_converters_per_type=10_000))
