@@ -90,7 +90,12 @@ class TrainConfig(_Section):
     converters_per_type: int = Field(64, ge=2, description="Converters of each type in every batch.")
     negatives_per_batch: int = Field(512, ge=1, description="Non-converters sampled into every batch.")
     epochs: int = Field(30, ge=1)
-    steps_per_epoch: int | None = Field(None, ge=1, description="Default: one pass over converters.")
+    steps_per_epoch: int | None = Field(
+        None, ge=1, description="Default: one pass over converters, at least min_steps_per_epoch."
+    )
+    min_steps_per_epoch: int = Field(
+        20, ge=1, description="Floor on steps between validations: few converters still train."
+    )
     learning_rate: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(1e-5, ge=0.0)
     seed: int = 0

@@ -265,7 +265,7 @@ class _Run:
         self.sampler = ConverterBatchSampler(
             validation.train, data.negative_pool(), tc.converters_per_type, tc.negatives_per_batch
         )
-        self.steps = tc.steps_per_epoch or self.sampler.default_steps()
+        self.steps = tc.steps_per_epoch or max(tc.min_steps_per_epoch, self.sampler.default_steps())
         self.loss_fn = loss_function(tc.loss, temperature=tc.temperature, margin=tc.margin)
         self.numeric = torch.from_numpy(data.features.numeric)
         self.categorical = torch.from_numpy(data.features.categorical)
