@@ -34,7 +34,7 @@ class DemoResult:
     seed_type: str
 
 
-def run_demo(folder: Path, users: int = 20_000, events_per_user: float = 30.0,
+def run_demo(folder: Path, users: int = 50_000, events_per_user: float = 30.0,
              fraction: float = 0.05) -> DemoResult:
     """Generate (once), build (or reuse) and export; returns paths and the held-out lift."""
     data = folder / "data"

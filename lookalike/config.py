@@ -111,7 +111,7 @@ class TrainConfig(_Section):
     min_converters_per_type: int = Field(
         10, ge=3, description="Conversion types with fewer converters are left out of training."
     )
-    patience: int = Field(5, ge=1, description="Epochs without validation gain before stopping.")
+    patience: int = Field(10, ge=1, description="Epochs without validation gain before stopping.")
     time_budget_seconds: float = Field(600.0, gt=0.0)
     held_back_types: list[str] = Field(
         default_factory=list, description="Conversion types never used in training."
