@@ -7,7 +7,12 @@ means "the expensive code never ran", whatever the API's eventual consistency.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import duckdb
+import httpx
 import numpy as np
 import polars as pl
 import pytest
@@ -31,6 +38,7 @@ from lookalike.export import export_audience
 from lookalike.synthetic import HELD_BACK_TYPE, generate
 from lookalike.workdir import Workdir
 
+REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 USERS = 4000
@@ -276,3 +284,130 @@ def test_dask_runner_with_two_shards_gives_the_default_runners_audience(first_bu
         for name, build in (("dask", dask_build), ("default", default_build))
     ]
     assert audiences[0].select("user_id", "rank").equals(audiences[1].select("user_id", "rank"))
+
+
+@pytest.mark.slow
+def test_served_deployment_runs_on_its_cron_schedule(inputs, tmp_path):
+    """A real server (SQLite) and ``lookalike serve``: the scheduler's own run must complete.
+
+    Only a run the scheduler created catches a broken scheduler (STACK_NOTES: SQLAlchemy 2.1).
+    Its start time is then moved to now, so the test does not wait for the next minute.
+    """
+    config = write_schedule_config(inputs, tmp_path)
+    api = f"http://127.0.0.1:{free_port()}/api"
+    env = server_env(api, tmp_path / "prefect-home")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        processes.append(start([sys.executable, "-m", "prefect", "server", "start", "--host",
+                                "127.0.0.1", "--port", api.split(":")[-1].split("/")[0],
+                                "--no-ui"], env, logs / "server.log"))
+        wait_for(lambda: healthy(api), 120, "the Prefect server to be healthy", logs)
+        processes.append(start([sys.executable, "-m", "flows.cli", "serve", "--config",
+                                str(config)], env, logs / "serve.log"))
+        run = wait_for(lambda: scheduled_run(api), 90, "the scheduler to create a run", logs)
+        start_now(api, run["id"])
+        final = wait_for(lambda: finished(api, run["id"]), 150, "the scheduled run to finish", logs)
+        assert final["state"]["type"] == "COMPLETED", (final["state"], tail(logs))
+    finally:
+        for process in reversed(processes):  # serve first: it hangs if the server goes first
+            stop(process)
+
+    audience = tmp_path / "out" / "scheduled.parquet"
+    expected = export_audience(Workdir(tmp_path / "work").current(), inputs.seeds,
+                               tmp_path / "reference.parquet", size=AUDIENCE_SIZE,
+                               config=load_config(config), progress=lambda _: None)
+    query = "SELECT user_id, rank FROM read_parquet(?) ORDER BY rank"
+    assert duckdb.execute(query, [str(audience)]).fetchall() == duckdb.execute(
+        query, [str(expected.audience)]).fetchall()
+    assert duckdb.execute("SELECT count(*) FROM read_parquet(?)",
+                          [str(audience)]).fetchone() == (AUDIENCE_SIZE,)
+
+
+def write_schedule_config(inputs: Inputs, folder: Path) -> Path:
+    config = yaml.safe_load(Path(inputs.config).read_text())
+    config["schedule"] = {
+        "workdir": "work", "events": inputs.events, "profiles": inputs.profiles,
+        "conversions": inputs.conversions, "cron": "* * * * *",
+        "audiences": [{"name": "scheduled", "seeds": inputs.seeds, "size": AUDIENCE_SIZE,
+                       "out": "out/scheduled.parquet"}],
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_env(api: str, home: Path) -> dict[str, str]:
+    """Its own PREFECT_HOME (SQLite database) and this worktree's code in every subprocess."""
+    return {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1", "PYTHONPATH": str(REPO)}
+
+
+def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> None:
+    """SIGTERM to the process group it leads (its flow-run or uvicorn children too), then SIGKILL."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(grace_seconds)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, logs: Path) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tail(logs)}")
+
+
+def tail(logs: Path, lines: int = 30) -> str:
+    return "\n".join(f"--- {log.name}\n" + "\n".join(log.read_text().splitlines()[-lines:])
+                     for log in sorted(logs.iterdir()))
+
+
+def healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/health", timeout=5).is_success
+    except httpx.HTTPError:
+        return False
+
+
+def scheduled_run(api: str) -> dict[str, Any] | None:
+    """A flow run of the deployment that the scheduler (not a manual trigger) created."""
+    runs = httpx.post(f"{api}/flow_runs/filter", json={
+        "deployments": {"name": {"any_": ["scheduled"]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+        "sort": "EXPECTED_START_TIME_ASC", "limit": 1,
+    }, timeout=10).raise_for_status().json()
+    return runs[0] if runs and runs[0]["auto_scheduled"] else None
+
+
+def start_now(api: str, flow_run_id: str) -> None:
+    httpx.post(f"{api}/flow_runs/{flow_run_id}/set_state", json={
+        "state": {"type": "SCHEDULED", "name": "Scheduled",
+                  "state_details": {"scheduled_time": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                    time.gmtime())}},
+        "force": True,
+    }, timeout=10).raise_for_status()
+
+
+def finished(api: str, flow_run_id: str) -> dict[str, Any] | None:
+    run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).raise_for_status().json()
+    return run if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
