@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import duckdb
@@ -34,11 +34,13 @@ from flows.export import export_flow
 from lookalike import build as steps
 from lookalike.artifacts import TEMP_MARKER, read_json
 from lookalike.config import load_config
+from lookalike.errors import LookalikeError
 from lookalike.export import export_audience
 from lookalike.synthetic import HELD_BACK_TYPE, generate
 from lookalike.workdir import Workdir
 
 REPO = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 USERS = 4000
@@ -132,21 +134,27 @@ def first_build(inputs: Inputs, tmp_path_factory: pytest.TempPathFactory) -> dic
             "flow_run_id": state.state_details.flow_run_id}
 
 
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float) -> T:
+    """``fetch()`` until ``done`` accepts it or ``timeout`` seconds pass; the last value."""
+    deadline = time.monotonic() + timeout
+    while not done(value := fetch()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return value
+
+
 def task_run_counts(flow_run_id: UUID, expected: Counter[str], timeout: float = 60) -> Counter[str]:
     """Completed task runs of a flow run by task name, once the API shows ``expected`` of them."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        while True:
+        def counts() -> Counter[str]:
             runs = client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-            counts = Counter(run.name.rsplit("-", 1)[0]  # "<task name>-<suffix>"
-                             for run in runs if run.state and run.state.is_completed())
-            if counts == expected or time.monotonic() > deadline:
-                return counts
-            time.sleep(0.5)
+            return Counter(run.name.rsplit("-", 1)[0]  # "<task name>-<suffix>"
+                           for run in runs if run.state and run.state.is_completed())
+
+        return poll(counts, expected.__eq__, timeout)
 
 
 def flow_run_logs(flow_run_id: UUID, needle: str, timeout: float = 30) -> str:
@@ -154,14 +162,12 @@ def flow_run_logs(flow_run_id: UUID, needle: str, timeout: float = 30) -> str:
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        while True:
+        def text() -> str:
             logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-            text = "\n".join(log.message for log in logs)
-            if needle in text or time.monotonic() > deadline:
-                return text
-            time.sleep(0.5)
+            return "\n".join(log.message for log in logs)
+
+        return poll(text, lambda logs: needle in logs, timeout)
 
 
 def test_build_runs_every_step_as_a_task_and_makes_the_build_current(first_build, inputs):
@@ -200,6 +206,40 @@ def test_unchanged_inputs_reuse_the_build_without_running_a_step(first_build, in
 
     assert result == {**first_build["result"], "reused": True}
     assert sum(step_calls.values()) == 0
+
+
+def test_a_build_with_a_missing_file_is_built_again(first_build, inputs, tmp_path, step_calls):
+    workdir = tmp_path / "work"
+    shutil.copytree(first_build["workdir"], workdir)
+    build = Workdir(workdir).current()
+    expected = np.load(build.embeddings)
+    build.embeddings.unlink()
+
+    result = build_flow(**inputs.build_kwargs(workdir))
+
+    assert result == {**first_build["result"], "reused": False, "path": str(build.root)}
+    assert step_calls == full_build_calls()
+    np.testing.assert_array_equal(np.load(build.embeddings), expected)
+    assert steps.reusable(Workdir(workdir).current())
+
+
+def test_preparing_a_build_sweeps_only_its_own_stale_temporary_files(first_build, inputs, tmp_path):
+    workdir = Workdir(tmp_path / "work")
+    request = steps.BuildRequest(events=inputs.events, profiles=inputs.profiles,
+                                 conversions=inputs.conversions, as_of=inputs.as_of,
+                                 config=load_config(inputs.config))
+    own = workdir.build(first_build["result"]["build_id"]).root / f".features.parquet{TEMP_MARKER}1-a"
+    others = [workdir.build("another").root / f".features.parquet{TEMP_MARKER}2-b",
+              workdir.audience_dir("buyers") / f".last.parquet{TEMP_MARKER}3-c"]
+    for path in (own, *others):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+
+    build, _ = steps.prepare_build(workdir, request)
+
+    assert build.root == own.parent
+    assert not own.exists()
+    assert all(path.exists() for path in others)
 
 
 def test_a_changed_input_rebuilds_every_step_and_switches_current(first_build, inputs, tmp_path,
@@ -369,11 +409,8 @@ def stop(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> None:
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, logs: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(1)
+    if found := poll(check, bool, timeout):
+        return found
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tail(logs)}")
 
 
@@ -411,3 +448,22 @@ def start_now(api: str, flow_run_id: str) -> None:
 def finished(api: str, flow_run_id: str) -> dict[str, Any] | None:
     run = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).raise_for_status().json()
     return run if run["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+
+
+def test_serve_refuses_an_unreachable_server_with_a_way_to_start_one(inputs):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deploy import check_server
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        with pytest.raises(LookalikeError, match="prefect server start") as error:
+            check_server(timeout_seconds=2)
+    assert url in str(error.value)
+
+
+def test_serve_needs_the_schedule_inputs_in_the_config(inputs):
+    from flows.deploy import pipeline_deployment
+
+    with pytest.raises(LookalikeError, match="schedule.workdir and schedule.conversions"):
+        pipeline_deployment(inputs.config)
