@@ -94,7 +94,8 @@ def library_pipeline(folder: Path, config_path: Path) -> Path:
               for s in range(request.config.index.shards)]
     reports["index"] = steps.step_index_manifest(build, request, shards)
     steps.finalize_build(workdir, build, request, fingerprints, reports)
-    return export_audience(workdir.current(), folder / "seeds.csv", folder / "out" / "library.parquet",
+    out = folder / "out" / "library.parquet"
+    return export_audience(workdir.current(), folder / "seeds.csv", out,
                            fraction=AUDIENCE_FRACTION, config=request.config,
                            progress=lambda _: None).audience
 

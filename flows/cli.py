@@ -102,8 +102,8 @@ def build(
     profiles: Annotated[str | None, typer.Option(help="Profiles table.")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
-    task_runner: Annotated[str, typer.Option(help="default (threads in this process) or dask (index shards on Dask workers).")] = "default",
-    dask_address: Annotated[str | None, typer.Option(help="Dask scheduler address (tcp://host:8786); default: a local 2-worker cluster.")] = None,
+    task_runner: Annotated[str, typer.Option(help="default (threads here) or dask.")] = "default",
+    dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (tcp://host:8786); default: a local 2-worker cluster.")] = None,
 ) -> None:
     """Validate inputs and build features, model, embeddings and index into WORKDIR."""
     from flows.build import build_flow
@@ -151,7 +151,7 @@ def export(
 @app.command()
 @fails_cleanly
 def serve(
-    config: Annotated[Path, typer.Option(help="Config file with a schedule section (cron, inputs, audiences).")],
+    config: Annotated[Path, typer.Option(help="Config with a schedule section (cron, inputs, audiences).")],
 ) -> None:
     """Register the scheduled pipeline deployment and run it on the config's cron until stopped.
 

@@ -1,4 +1,4 @@
-"""The Prefect flows on small synthetic data: build, export, reuse, rebuild, retries, failures, Dask.
+"""Prefect flows on small synthetic data: build, export, reuse, rebuild, retries, failures, Dask.
 
 Every flow runs against the session's ``prefect_harness`` server. Step calls are counted by
 wrapping the library step functions the tasks call (``lookalike.build.step_*``), so "reused"
@@ -228,7 +228,8 @@ def test_preparing_a_build_sweeps_only_its_own_stale_temporary_files(first_build
     request = steps.BuildRequest(events=inputs.events, profiles=inputs.profiles,
                                  conversions=inputs.conversions, as_of=inputs.as_of,
                                  config=load_config(inputs.config))
-    own = workdir.build(first_build["result"]["build_id"]).root / f".features.parquet{TEMP_MARKER}1-a"
+    own_folder = workdir.build(first_build["result"]["build_id"]).root
+    own = own_folder / f".features.parquet{TEMP_MARKER}1-a"
     others = [workdir.build("another").root / f".features.parquet{TEMP_MARKER}2-b",
               workdir.audience_dir("buyers") / f".last.parquet{TEMP_MARKER}3-c"]
     for path in (own, *others):
@@ -398,7 +399,7 @@ def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 
 
 def stop(process: subprocess.Popen[bytes], grace_seconds: float = 30) -> None:
-    """SIGTERM to the process group it leads (its flow-run or uvicorn children too), then SIGKILL."""
+    """SIGTERM to the process group it leads (its flow-run or uvicorn children), then SIGKILL."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -467,3 +468,15 @@ def test_serve_needs_the_schedule_inputs_in_the_config(inputs):
 
     with pytest.raises(LookalikeError, match="schedule.workdir and schedule.conversions"):
         pipeline_deployment(inputs.config)
+
+
+def test_build_command_names_the_task_runners_it_knows(inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["build", "--workdir", str(tmp_path), "--events",
+                                      inputs.events, "--conversions", inputs.conversions,
+                                      "--task-runner", "spark"])
+    assert result.exit_code == 1
+    assert "unknown task runner 'spark': use default or dask" in result.output
