@@ -102,16 +102,19 @@ def build(
     profiles: Annotated[str | None, typer.Option(help="Profiles table.")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+    task_runner: Annotated[str, typer.Option(help="default (threads here) or dask.")] = "default",
+    dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (tcp://host:8786); default: a local 2-worker cluster.")] = None,
 ) -> None:
     """Validate inputs and build features, model, embeddings and index into WORKDIR."""
     from flows.build import build_flow
+    from flows.common import task_runner_options
 
     configure_console_logging()
     if events is None and profiles is None:
         raise LookalikeError("give at least one of --events or --profiles")
-    result = build_flow(workdir=str(workdir), conversions=conversions, events=events,
-                        profiles=profiles, as_of=as_of,
-                        config_path=str(config) if config else None)
+    flow = build_flow.with_options(**task_runner_options(task_runner, dask_address))
+    result = flow(workdir=str(workdir), conversions=conversions, events=events,
+                  profiles=profiles, as_of=as_of, config_path=str(config) if config else None)
     verb = "reused" if result["reused"] else "built"
     typer.echo(f"{verb} {result['build_id']} at {result['path']}")
 
@@ -143,6 +146,23 @@ def export(
                          config_path=str(config) if config else None)
     typer.echo(f"audience: {result['audience']} ({result['summary']['size']} users)")
     typer.echo(f"report:   {result['report_md']}")
+
+
+@app.command()
+@fails_cleanly
+def serve(
+    config: Annotated[Path, typer.Option(help="Config with a schedule section (cron, inputs, audiences).")],
+) -> None:
+    """Register the scheduled pipeline deployment and run it on the config's cron until stopped.
+
+    Needs a Prefect server: start one with `prefect server start` (SQLite by default) and set
+    PREFECT_API_URL=http://127.0.0.1:4200/api. Trigger a run by hand with
+    `prefect deployment run 'lookalike-pipeline/scheduled'`. Stop with Ctrl-C (SIGINT/SIGTERM).
+    """
+    from flows.deploy import check_server, serve_pipeline
+
+    typer.echo(f"serving {check_server()} with the schedule of {config}", err=True)
+    serve_pipeline(config)
 
 
 @app.command()
