@@ -169,7 +169,7 @@ def serve(
 @fails_cleanly
 def demo(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo's data, builds and audience.")] = Path("demo"),
-    users: Annotated[int, typer.Option(min=2000, help="Synthetic users to generate.")] = 50_000,
+    users: Annotated[int, typer.Option(min=20_000, help="Synthetic users to generate.")] = 50_000,
 ) -> None:
     """Generate sample data, build, export a lookalike audience and print where it is."""
     from flows.demo import run_demo
