@@ -184,8 +184,11 @@ class EvaluateConfig(_Section):
     holdout_fraction: float = Field(0.3, gt=0.0, lt=1.0)
     cutoffs: list[float] = Field(default_factory=lambda: [0.01, 0.05, 0.10, 0.20])
     bootstrap: int = Field(200, ge=0)
-    background_sample: int = Field(20_000, ge=100)
-    seed: int = 0
+    background_sample: int = Field(
+        20_000, ge=100, description="Eligible users the propensity baselines train on as unlabeled."
+    )
+    gains_points: int = Field(100, ge=2, description="Points of the cumulative gains curve.")
+    seed: int = Field(0, description="Random state of the hold-out, the baselines and the bootstrap.")
 
 
 class PrivacyConfig(_Section):
