@@ -40,12 +40,10 @@ LEAKING_COLUMNS = ["duration"]
 
 def write_tables(data: Path, out: Path, users: int | None) -> tuple[Path, Path]:
     """Profiles (with a ``user_id``) and conversions of the subscribers, as Parquet."""
-    frame = pl.read_csv(data, separator=";", infer_schema_length=None)
-    if users is not None:
-        frame = frame.head(users)
-    frame = frame.drop(LEAKING_COLUMNS).with_row_index("user_id").with_columns(
-        pl.col("user_id").cast(pl.Int64)
-    )
+    frame = pl.read_csv(data, separator=";", infer_schema_length=None).drop(LEAKING_COLUMNS)
+    frame = frame.with_row_index("user_id").with_columns(pl.col("user_id").cast(pl.Int64))
+    if users is not None and users < frame.height:  # rows are in date order: sample, not head
+        frame = frame.sample(n=users, seed=0).sort("user_id")
     profiles, conversions = out / "profiles.parquet", out / "conversions.parquet"
     with atomic_write(profiles) as tmp:
         frame.drop("y").write_parquet(tmp)
@@ -77,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="bank-additional-full.csv.gz")
     parser.add_argument("--out", type=Path, required=True, help="Folder for tables, model and report.")
-    parser.add_argument("--users", type=int, default=None, help="Use only the first N clients.")
+    parser.add_argument("--users", type=int, default=None, help="Use a seeded sample of N clients.")
     parser.add_argument("--config", type=Path, default=None, help="Config file (YAML/JSON/TOML).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training.")
     args = parser.parse_args()

@@ -73,11 +73,6 @@ class ModelConfig(_Section):
     numeric_bins: int = Field(16, ge=1, description="Piecewise-linear encoding bins per numeric feature.")
     max_categorical_embedding_dim: int = Field(16, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    centre_outputs: bool = Field(
-        False,
-        description="Batch-normalize the last layer's outputs before the L2 normalization: removes "
-        "the component every user shares, so the unit vectors start spread out, not collapsed.",
-    )
     share_towers: bool = Field(
         True, description="One tower for seeds and population (held-out recall measured higher)."
     )
@@ -91,11 +86,6 @@ class TrainConfig(_Section):
 
     loss: Literal["info_nce", "margin"] = "info_nce"
     temperature: float = Field(0.1, gt=0.0)
-    centroid_loss_weight: float = Field(
-        0.0, ge=0.0,
-        description="Weight of the seed-centroid contrast (losses.centroid_contrast_loss) added to "
-        "the pairwise loss.",
-    )
     margin: float = Field(0.5, description="Cosine-distance margin for the margin loss.")
     converters_per_type: int = Field(64, ge=2, description="Converters of each type in every batch.")
     negatives_per_batch: int = Field(512, ge=1, description="Non-converters sampled into every batch.")

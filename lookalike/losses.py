@@ -166,59 +166,6 @@ def margin_contrastive_loss(
     )
 
 
-def centroid_contrast_loss(
-    anchor_emb: Tensor,
-    anchor_types: Tensor,
-    candidate_emb: Tensor,
-    negative_mask: Tensor,
-    temperature: float = 0.1,
-) -> Tensor:
-    """Seed-set InfoNCE: the centroid of an anchor's same-type peers must rank it above negatives.
-
-    For anchor ``a`` of type ``t``, ``c_a`` is the normalized mean query embedding of the batch's
-    other type-``t`` anchors (leave-one-out) and ``e_a`` its own candidate embedding::
-
-        loss(a) = -log( exp(c_a . e_a / t) / (exp(c_a . e_a / t) + sum_{n in N(a)} exp(c_a . e_n / t)) )
-
-    This is the audience at serving time in miniature: a seed list's centre scores one unseen
-    converter against the population, a propensity-style converter-vs-population contrast that the
-    pairwise loss lacks (it pulls converters together one pair at a time, so a type whose
-    converters are spread along a direction rather than in a clump learns slowly).
-
-    Inputs: ``anchor_emb`` [A, d] (query tower), ``anchor_types`` [A] (type index per anchor),
-    ``candidate_emb`` [B, d] (candidate tower, the anchors are its first A rows), ``negative_mask``
-    [A, B] from :func:`pair_masks`. Anchors without a same-type peer or a negative are left out.
-
-    Reference: the prototype form of InfoNCE, as in Snell, Swersky and Zemel 2017, "Prototypical
-    Networks for Few-shot Learning", with the support set's mean as the prototype.
-
-    When to use: added to the pairwise loss (``train.centroid_loss_weight``) when audiences are
-    scored from whole seed lists; alone it ignores within-type structure.
-
-    Example::
-
-        >>> emb = F.normalize(torch.randn(6, 8), dim=1)
-        >>> labels = torch.tensor([[1], [1], [1], [0], [0], [0]], dtype=torch.bool)
-        >>> users, types = torch.arange(6), torch.zeros(3, dtype=torch.long)
-        >>> _, neg = pair_masks(users[:3], types, users, labels)
-        >>> loss = centroid_contrast_loss(emb[:3], types, emb, neg, temperature=0.1)
-        >>> loss.shape
-        torch.Size([])
-    """
-    n_anchors = len(anchor_emb)
-    peers = (anchor_types[:, None] == anchor_types[None, :]) & ~torch.eye(
-        n_anchors, dtype=torch.bool, device=anchor_emb.device
-    )
-    usable = peers.any(dim=1) & negative_mask.any(dim=1)
-    if not usable.any():
-        return anchor_emb.sum() * 0.0
-    centres = F.normalize(peers.to(anchor_emb.dtype) @ anchor_emb, dim=1)[usable]
-    own = (centres * candidate_emb[:n_anchors][usable]).sum(dim=1) / temperature
-    logits = centres @ candidate_emb.T / temperature
-    negative_logits = torch.where(negative_mask[usable], logits, torch.full_like(logits, -torch.inf))
-    return F.softplus(torch.logsumexp(negative_logits, dim=1) - own).mean()
-
-
 def mean_pair_loss(pairs: PairLosses) -> Tensor:
     """Reduce per-pair losses: the mean over positive pairs plus the mean over negative pairs.
 

@@ -77,8 +77,6 @@ class EncoderTower(nn.Module):
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
             width = hidden
         layers.append(nn.Linear(width, config.embedding_dim))
-        if config.centre_outputs:
-            layers.append(nn.BatchNorm1d(config.embedding_dim, affine=False))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:

@@ -30,13 +30,7 @@ from lookalike.config import LookalikeConfig, TrainConfig
 from lookalike.embed import feature_columns
 from lookalike.errors import InputError, TrainingError
 from lookalike.health import EmbeddingHealth, check_not_collapsed, embedding_health
-from lookalike.losses import (
-    PairLossFn,
-    centroid_contrast_loss,
-    loss_function,
-    mean_pair_loss,
-    pair_masks,
-)
+from lookalike.losses import PairLossFn, loss_function, mean_pair_loss, pair_masks
 from lookalike.model import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -327,11 +321,6 @@ class _Run:
             rows[:anchors], torch.from_numpy(batch.anchor_types), rows, self.labels[rows]
         )
         loss = mean_pair_loss(self.loss_fn(queries, candidates, positive, negative))
-        if self.tc.centroid_loss_weight:
-            anchor_types = torch.from_numpy(batch.anchor_types)
-            loss = loss + self.tc.centroid_loss_weight * centroid_contrast_loss(
-                queries, anchor_types, candidates, negative, self.tc.temperature
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

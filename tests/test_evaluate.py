@@ -124,15 +124,19 @@ def test_random_split_is_seeded() -> None:
     assert first["a"].heldout.to_list() != other["a"].heldout.to_list()
 
 
+@pytest.mark.slow  # about 15 s idle, 30 s on busy cores
 def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
-    data = generate(tmp_path / "data", 4000, events_per_user=10.0, seed=2, progress=None)
+    data = generate(tmp_path / "data", 3000, events_per_user=10.0, seed=2, progress=None)
     truth = json.loads(data.truth_json.read_text())
     config = LookalikeConfig.model_validate({
         "ingest": {"categorical_int_columns": ["region_code", "plan_code", "store_code"]},
         "model": {"embedding_dim": 16, "hidden_dims": [32], "numeric_bins": 4},
         "train": {"epochs": 3, "converters_per_type": 16, "negatives_per_batch": 64,
                   "min_steps_per_epoch": 20, "validation_background": 1000, "health_sample": 500,
-                  "threads": 1, "held_back_types": [truth["held_back_type"]]},
+                  "threads": 1, "held_back_types": [truth["held_back_type"]],
+                  # seconds of training do not leave the near-collapsed start; this test checks
+                  # the report, not the model's quality
+                  "max_mean_cosine": 1.0},
         "evaluate": {"bootstrap": 20, "background_sample": 1000},
     })
     result = evaluate(tmp_path / "work", str(data.conversions), tmp_path / "out",
@@ -143,7 +147,7 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
     assert report["types"][truth["held_back_type"]]["trained"] is False
     markdown = result.report_md.read_text()
     for figures in report["types"].values():
-        assert list(figures["methods"]) == list(METHODS)
+        assert set(figures["methods"]) == set(METHODS)
         assert set(figures["methods"]["random"]["cutoffs"]) == {"0.01", "0.05", "0.1", "0.2"}
     for method in METHODS:
         assert f"| {method} |" in markdown
@@ -151,3 +155,14 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
     trained_on = pl.read_parquet(next((tmp_path / "work").rglob("training_conversions.parquet")))
     heldout = pl.concat([t.split.heldout for t in result.types.values()])
     assert not trained_on.get_column("user_id").is_in(heldout.implode()).any()
+
+
+def test_cli_without_events_or_profiles_fails_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", "--workdir", str(tmp_path), "--conversions",
+                                      "c.parquet", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: give at least one of --events or --profiles"

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 import lookalike.losses as losses_module
 from lookalike.losses import (
-    centroid_contrast_loss,
     PairLosses,
     info_nce_loss,
     margin_contrastive_loss,
@@ -233,32 +232,3 @@ def test_info_nce_single_pair_hand_computed() -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(losses_module, extraglobs={"torch": torch, "F": F})
     assert result.attempted >= 3 and result.failed == 0
-
-
-def naive_centroid_contrast(anchor_emb, anchor_types, candidate_emb, negative_mask, t: float):
-    losses = []
-    for a in range(len(anchor_emb)):
-        peers = [b for b in range(len(anchor_emb)) if b != a and anchor_types[b] == anchor_types[a]]
-        negatives = [n for n in range(len(candidate_emb)) if negative_mask[a, n]]
-        if not peers or not negatives:
-            continue
-        centre = F.normalize(sum(anchor_emb[b] for b in peers), dim=0)
-        own = torch.exp(torch.dot(centre, candidate_emb[a]) / t)
-        rest = sum(torch.exp(torch.dot(centre, candidate_emb[n]) / t) for n in negatives)
-        losses.append(-torch.log(own / (own + rest)))
-    return torch.stack(losses).mean()
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_centroid_contrast_matches_a_naive_loop(seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    anchor_types = torch.tensor([0, 0, 0, 1, 1, 2])  # type 2 has no peer: left out
-    labels = torch.zeros(10, 3, dtype=torch.bool)
-    labels[torch.arange(6), anchor_types] = True
-    labels[1, 1] = True  # a multi-type anchor: not a negative of type 1
-    users = torch.arange(10)
-    _, negative = pair_masks(users[:6], anchor_types, users, labels)
-    emb = F.normalize(torch.randn(10, 4, generator=g, dtype=torch.float64), dim=1)
-    got = centroid_contrast_loss(emb[:6], anchor_types, emb, negative, temperature=0.2)
-    expected = naive_centroid_contrast(emb[:6], anchor_types, emb, negative, 0.2)
-    assert float(got) == pytest.approx(float(expected), rel=1e-9)
