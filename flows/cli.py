@@ -167,6 +167,29 @@ def serve(
 
 @app.command()
 @fails_cleanly
+def evaluate(
+    workdir: Annotated[Path, typer.Option(help="Folder for the evaluation's features and model.")],
+    conversions: Annotated[str, typer.Option(help="Conversions table (Parquet/CSV, file/dir/glob).")],
+    out: Annotated[Path, typer.Option(help="Folder for evaluation.json, evaluation.md and gains.png.")],
+    events: Annotated[str | None, typer.Option(help="Events table.")] = None,
+    profiles: Annotated[str | None, typer.Option(help="Profiles table.")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+) -> None:
+    """Hold out converters, train without them, and compare audiences with baselines on them."""
+    from lookalike.config import load_config
+    from lookalike.evaluate import evaluate as run_evaluation
+
+    if events is None and profiles is None:
+        raise LookalikeError("give at least one of --events or --profiles")
+    result = run_evaluation(workdir, conversions, out, events=events, profiles=profiles,
+                            as_of=as_of, config=load_config(config), progress=typer.echo)
+    typer.echo(result.report_md.read_text())
+    typer.echo(f"report: {result.report_md}, {result.report_json}, {result.gains_png}")
+
+
+@app.command()
+@fails_cleanly
 def demo(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo's data, builds and audience.")] = Path("demo"),
     users: Annotated[int, typer.Option(min=20_000, help="Synthetic users to generate.")] = 50_000,

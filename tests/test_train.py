@@ -131,7 +131,7 @@ def test_checkpoints_of_other_settings_are_not_resumed(
     toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
 ) -> None:
     run(toy, tmp_path / "a", make_config(epochs=1))
-    other = make_config(epochs=1, temperature=0.2)
+    other = make_config(epochs=1, temperature=0.3)
     messages: list[str] = []
     run(toy, tmp_path / "a", other, progress=messages.append)
     run(toy, tmp_path / "fresh", other)
