@@ -144,12 +144,16 @@ def _largest(rows: list[dict[str, Any] | None], key: str, top: int) -> list[dict
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """``<stem>.report.json`` and ``<stem>.report.md`` beside ``out``, each written atomically."""
-    json_path = out.with_name(f"{out.stem}.report.json")
-    md_path = out.with_name(f"{out.stem}.report.md")
+    json_path, md_path = report_paths(out)
     write_json(json_path, report)
     with atomic_write(md_path) as tmp:
         tmp.write_text(render_markdown(report))
     return json_path, md_path
+
+
+def report_paths(out: Path) -> tuple[Path, Path]:
+    """Where :func:`write_report` puts the JSON and Markdown reports of the audience ``out``."""
+    return out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.md")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
