@@ -76,7 +76,8 @@ def feature_differences(
             pl.DataFrame({"user_id": eligible_ids, "group": "eligible"}),
         ]
     ).with_columns(pl.col("user_id").cast(schema["user_id"]))
-    frame = lazy.join(groups.lazy(), on="user_id", how="inner").collect()
+    # Sorted: a join's row order varies between runs and float means depend on it.
+    frame = lazy.join(groups.lazy(), on="user_id", how="inner").collect().sort("user_id")
     audience = frame.filter(pl.col("group") == "audience")
     eligible = frame.filter(pl.col("group") == "eligible")
     columns = [c for c in schema.names() if c != "user_id"]
