@@ -140,6 +140,25 @@ def _run_killed(setup: Setup, mode: str, config_name: str, delay: float) -> tupl
     return killed, lines[-1] if lines else ""
 
 
+def kill_build_after(setup: Setup, marker: str) -> tuple[str, bool]:
+    """Kill a build as soon as it prints a line containing ``marker``; restart it.
+
+    Returns the restart's output and whether a training checkpoint was left by the killed run.
+    """
+    child = _child(setup, "build", "killed.json")
+    assert child.stdout is not None
+    for line in child.stdout:
+        if marker in line:
+            child.send_signal(signal.SIGKILL)
+            break
+    child.communicate()
+    new_builds = [p for p in setup.workdir.builds_dir.iterdir() if p.name != setup.first_build]
+    checkpoint = any((p / "model" / "checkpoints" / "state.json").is_file() for p in new_builds)
+    _, output = _restart(setup, "build", "killed.json")
+    _reset(setup)
+    return output, checkpoint
+
+
 def _restart(setup: Setup, mode: str, config_name: str) -> tuple[bool, str]:
     child = _child(setup, mode, config_name)
     output, _ = child.communicate()
