@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -146,11 +147,22 @@ def test_suppressed_users_never_reach_a_build_or_an_export(workdir, data, tmp_pa
 # --- erasure ------------------------------------------------------------------------------------
 
 
+def saved_bytes(path: Path) -> bytes:
+    """A file's bytes; for Parquet also its content re-encoded without compression, since
+    compressed pages would hide ids from a byte scan."""
+    raw = path.read_bytes()
+    if path.suffix != ".parquet":
+        return raw
+    plain = io.BytesIO()
+    pq.write_table(pq.read_table(path), plain, compression="none", use_dictionary=False)
+    return raw + plain.getvalue()
+
+
 def byte_hits(folder: Path, needles: list[bytes]) -> dict[str, int]:
     """Files under ``folder`` (relative name) -> occurrences of any needle in the saved bytes."""
     hits = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        raw = path.read_bytes()
+        raw = saved_bytes(path)
         count = sum(raw.count(needle) for needle in needles)
         if count:
             hits[str(path.relative_to(folder))] = count
@@ -181,6 +193,9 @@ def test_erase_removes_every_byte_of_the_users_and_keeps_the_build_usable(
     before = byte_hits(workdir.root, needles)
     assert any(name.endswith("embeddings.npy") for name in before)
     assert any(name.endswith(".bin") for name in before)  # the HNSW shard stores the vectors
+    assert {"features.parquet", "embeddings/users.parquet", "conversions.parquet"} <= {
+        name.split("/", 2)[-1] for name in before
+    }
 
     request = tmp_path / "erase.csv"
     pl.DataFrame({"user_id": erased}).write_csv(request)
