@@ -38,7 +38,7 @@ import numpy as np
 import polars as pl
 
 from lookalike.artifacts import atomic_write, read_json, sha256_file, write_json
-from lookalike.build import file_checksums, verify_build
+from lookalike.build import Progress, file_checksums, verify_build
 from lookalike.config import LookalikeConfig
 from lookalike.index import build_index
 from lookalike.schema import USER_ID
@@ -61,7 +61,7 @@ class ErasureReport:
 
 
 def erase_users(workdir: Workdir, users: str, config: LookalikeConfig = LookalikeConfig(),
-                progress: Any = print) -> ErasureReport:
+                progress: Progress = print) -> ErasureReport:
     """Physically remove the users listed in ``users`` (a user list) from ``workdir``.
 
     Raises:
@@ -97,7 +97,8 @@ def _write_erased_copy(build: BuildPaths, staging: BuildPaths, erased: pl.Series
     for name in ("feature_spec.json", "ingest_report.json"):
         if (build.root / name).is_file():
             shutil.copy2(build.root / name, staging.root / name)
-    shutil.copytree(build.model_dir, staging.model_dir, ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(build.model_dir, staging.model_dir,
+                    ignore=shutil.ignore_patterns("checkpoints"))
     removed = {
         "features.parquet": _filter_parquet(build.features, staging.features, erased),
         "conversions.parquet": _filter_parquet(build.conversions, staging.conversions, erased),
@@ -159,7 +160,7 @@ def _swap_in(staging: BuildPaths, build: BuildPaths) -> None:
 
 
 def _finish_interrupted_swap(workdir: Workdir) -> None:
-    """A crash between the two renames of :func:`_swap_in`: put the complete erased copy in place."""
+    """After a crash between the renames of :func:`_swap_in`: put the erased copy in place."""
     if not workdir.builds_dir.is_dir():
         return
     for staging in workdir.builds_dir.glob(STAGING_PREFIX + "*"):

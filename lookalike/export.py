@@ -130,7 +130,7 @@ class Selection:
     seeds: Seeds
     excluded: IdMatch | None
     eligible: IdMatch | None
-    candidates: np.ndarray  # bool [N]: eligible, not excluded, not suppressed, not a seed (unless kept)
+    candidates: np.ndarray  # bool [N]: eligible, not excluded/suppressed, not a seed (unless kept)
     suppressed: int  # population users on the suppression list (never exported)
 
     @property
@@ -609,7 +609,8 @@ def erase_from_last_export(audience_dir: Path, erased: pl.Series) -> int:
     if last_export.is_file():
         removed += _drop_rows(last_export, ~is_listed(pl.col(USER_ID), erased))
     if last_seeds.is_file():
-        removed += _drop_rows(last_seeds, ~pl.col("seed_sha256").is_in(hashed_ids(erased).implode()))
+        erased_hashes = hashed_ids(erased).implode()
+        removed += _drop_rows(last_seeds, ~pl.col("seed_sha256").is_in(erased_hashes))
     return removed
 
 

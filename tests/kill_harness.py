@@ -48,6 +48,7 @@ from pathlib import Path
 mode, workdir, data, config_file, seeds, out = sys.argv[1:7]
 config = LookalikeConfig.model_validate_json(Path(config_file).read_text())
 say = lambda message: print(message, flush=True)
+say("started")
 if mode == "build":
     tables = {{name: str(Path(data) / f"{{name}}.parquet")
               for name in ("events", "profiles", "conversions")}}
@@ -130,14 +131,18 @@ def _child(setup: Setup, mode: str, config_name: str) -> subprocess.Popen[str]:
 
 
 def _run_killed(setup: Setup, mode: str, config_name: str, delay: float) -> tuple[bool, str]:
+    """Start the job, wait until its imports are done (start-up time varies with the machine's
+    load), then kill it ``delay`` seconds later; the last line it printed says where."""
     child = _child(setup, mode, config_name)
+    assert child.stdout is not None
+    lines = [child.stdout.readline()]
     time.sleep(delay)
     killed = child.poll() is None
     if killed:
         child.send_signal(signal.SIGKILL)
     output, _ = child.communicate()
-    lines = [line for line in output.splitlines() if line.strip()]
-    return killed, lines[-1] if lines else ""
+    lines += [line for line in output.splitlines() if line.strip()]
+    return killed, lines[-1].strip()
 
 
 def kill_build_after(setup: Setup, marker: str) -> tuple[str, bool]:

@@ -131,7 +131,8 @@ def test_suppressed_users_never_reach_a_build_or_an_export(workdir, data, tmp_pa
     pl.DataFrame({"user_id": opted_out}).write_csv(suppression)
     config = reliability_config(privacy={"suppression_list": str(suppression)})
 
-    after = pl.read_parquet(export(workdir, seeds, tmp_path / "after.parquet", config=config).audience)
+    after = export(workdir, seeds, tmp_path / "after.parquet", config=config)
+    after = pl.read_parquet(after.audience)
     assert after.height == 100
     assert not after["user_id"].is_in(opted_out.implode()).any()
     assert not after["nearest_seed"].is_in(opted_out.implode()).any()
@@ -185,7 +186,8 @@ def test_erase_removes_every_byte_of_the_users_and_keeps_the_build_usable(
 ):
     seeds = tmp_path / "seeds.parquet"
     seed_ids = write_seeds(data, seeds, count=40)
-    exported = pl.read_parquet(export(workdir, seeds, tmp_path / "a.parquet", name="buyers").audience)
+    exported = export(workdir, seeds, tmp_path / "a.parquet", name="buyers")
+    exported = pl.read_parquet(exported.audience)
     converters = pl.read_parquet(data / "conversions.parquet")["user_id"]
     erased = pl.concat([exported["user_id"][:3], seed_ids[:2], converters[:2]]).unique()
     (workdir.builds_dir / "0ld0ld0ld0ld").mkdir()  # an older build: deleted by erase
@@ -259,9 +261,10 @@ def test_proxy_warnings_for_denied_columns_are_in_the_build_report(data, tmp_pat
     profiles.write_parquet(tmp_path / "profiles.parquet")
     config = reliability_config(ingest={"deny_columns": ["age_band"]})
     messages: list[str] = []
-    build = run_build(Workdir(tmp_path / "w"), request_for(data, config, tmp_path / "profiles.parquet"),
-                      progress=messages.append)
-    warnings = json.loads(build.manifest.read_text())["steps"]["features"]["privacy"]["proxy_warnings"]
+    request = request_for(data, config, tmp_path / "profiles.parquet")
+    build = run_build(Workdir(tmp_path / "w"), request, progress=messages.append)
+    steps = json.loads(build.manifest.read_text())["steps"]
+    warnings = steps["features"]["privacy"]["proxy_warnings"]
     assert any("'age'" in w and "'age_band'" in w for w in warnings)
     assert any(m.startswith("warning: feature 'age'") for m in messages)
     assert "age_band" not in pl.read_parquet(build.features).columns
@@ -284,7 +287,8 @@ def test_hashed_emails_are_added_per_user_and_invalid_ones_counted(workdir, data
     for user in audience["user_id"]:
         email = by_user[user]
         valid = email is not None and "@" in email
-        expected.append(hashlib.sha256(email.strip().lower().encode()).hexdigest() if valid else None)
+        digest = hashlib.sha256(email.strip().lower().encode()).hexdigest() if valid else None
+        expected.append(digest)
     assert audience["hashed_email"].to_list() == expected
     counts = result.summary["hashing"]
     assert counts["missing"] == sum(by_user[u] is None for u in audience["user_id"])
@@ -292,7 +296,7 @@ def test_hashed_emails_are_added_per_user_and_invalid_ones_counted(workdir, data
     assert counts["hashed"] == sum(e is not None for e in expected)
 
 
-# --- tampered artifacts -----------------------------------------------------------------------------
+# --- tampered artifacts --------------------------------------------------------------------------
 
 TAMPERED = [
     "embeddings/embeddings.npy",
@@ -342,3 +346,23 @@ def test_manifest_lists_every_file_but_checkpoints(workdir):
     listed = json.loads(build.manifest.read_text())["files"]
     assert listed == file_checksums(build)
     assert not any("checkpoints" in name for name in listed)
+
+
+def test_the_erase_command_reports_what_it_removed_and_fails_in_one_line(workdir, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    users = pl.read_parquet(workdir.current().users)["user_id"][:4]
+    request = tmp_path / "erase.csv"
+    pl.DataFrame({"user_id": users}).write_csv(request)
+    runner = CliRunner()
+    done = runner.invoke(app, ["erase", "--workdir", str(workdir.root), "--users", str(request)])
+    assert done.exit_code == 0, done.output
+    assert "'embeddings/embeddings.npy': 4" in done.output
+    missing = runner.invoke(app, ["erase", "--workdir", str(tmp_path / "none"), "--users",
+                                  str(request)])
+    assert missing.exit_code == 1 and "has no current build" in missing.output
+    bad_hash = runner.invoke(app, ["export", "--workdir", str(workdir.root), "--seeds", "s.csv",
+                                   "--out", "o.parquet", "--size", "10", "--hash", "email"])
+    assert bad_hash.exit_code == 1 and "--platform google|meta" in bad_hash.output
