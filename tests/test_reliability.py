@@ -80,13 +80,15 @@ def test_rebuilding_the_same_inputs_gives_the_same_files(data, built, tmp_path):
     )
 
 
-def test_a_second_build_run_reuses_the_complete_build(built, data):
-    workdir = Workdir(built)
+def test_a_second_build_run_sweeps_temporary_files_and_reuses_the_build(workdir, data):
     before = workdir.current().manifest.read_bytes()
+    stale = workdir.current().embeddings_dir / ".embeddings.npy.tmp-99-0badf00d"
+    stale.write_bytes(b"killed mid-write")
     messages: list[str] = []
     run_build(workdir, request_for(data, reliability_config()), progress=messages.append)
     assert workdir.current().manifest.read_bytes() == before
     assert any("reusing build" in m for m in messages)
+    assert not stale.exists()
 
 
 def test_exporting_twice_gives_the_same_audience(workdir, data, tmp_path):
