@@ -343,6 +343,30 @@ def test_model_weights_are_verified_before_they_are_read(workdir):
         verify_build(build)
 
 
+def test_a_tampered_training_checkpoint_is_refused_before_it_is_read(workdir, data):
+    from lookalike.build import step_train
+
+    build = workdir.current()
+    weights = build.model_dir / "model.safetensors"
+    before = weights.read_bytes()
+    checkpoint = next((build.model_dir / "checkpoints").glob("epoch-*.safetensors"))
+    flip_a_byte(checkpoint)
+    with pytest.raises(ArtifactError, match=checkpoint.name):
+        step_train(build, request_for(data, reliability_config()), progress=QUIET)
+    assert weights.read_bytes() == before
+
+
+def test_embedding_with_a_tampered_spec_is_refused_and_writes_nothing(workdir):
+    from lookalike.build import step_embed
+
+    build = workdir.current()
+    before = build.embeddings.read_bytes()
+    flip_a_byte(build.spec)
+    with pytest.raises(ArtifactError, match="feature_spec.json"):
+        step_embed(build, progress=QUIET)
+    assert build.embeddings.read_bytes() == before
+
+
 def test_manifest_lists_every_file_but_checkpoints(workdir):
     build = workdir.current()
     listed = json.loads(build.manifest.read_text())["files"]
