@@ -18,8 +18,8 @@ What :func:`erase_users` does, and why:
   swap leaves the old build current and intact; a rerun of ``erase`` finishes the job.
 - Every **other** build in ``builds/`` is deleted (older builds hold the users too; rewriting
   builds nobody uses is work without benefit, and a deleted build cannot leak).
-- The last export of each audience name (``audiences/<name>/last.parquet``) and its hashed seed
-  list lose the users' rows.
+- The last export of each audience name (``audiences/<name>/last.parquet``) and its keyed-hash
+  seed list lose the users' rows.
 
 Audience files already exported elsewhere are outside the workdir and are not touched: the report
 says so. Export refuses suppressed users from then on when the ids are added to
@@ -188,6 +188,8 @@ def _erase_from_audiences(workdir: Workdir, erased: pl.Series) -> dict[str, int]
     removed = {}
     audiences = workdir.root / "audiences"
     for folder in sorted(audiences.iterdir()) if audiences.is_dir() else []:
+        if not folder.is_dir():
+            continue
         count = erase_from_last_export(folder, erased)
         if count:
             removed[folder.name] = count

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,7 +92,8 @@ from lookalike.workdir import BuildPaths, Workdir
 METADATA_PREFIX = "lookalike."
 ROW_GROUP_SIZE = 1_000_000
 LAST_EXPORT_NAME = "last.parquet"
-LAST_SEEDS_NAME = "last_seeds.parquet"  # sha256 of each seed id of the last export, never the ids
+LAST_SEEDS_NAME = "last_seeds.parquet"  # keyed hashes of the last export's seed ids, never the ids
+SEED_KEY_NAME = ".seed_key"  # per-workdir HMAC key: ids cannot be recovered by hashing candidates
 # Files of a build an export reads, verified against the build manifest before any is parsed.
 EXPORT_READS = (
     "embeddings/users.parquet",
@@ -579,14 +582,26 @@ def remember_export(
 ) -> None:
     """Keep this export's ids (for the overlap report) and its hashed seed ids (for the guard)."""
     write_audience(pa.table({"user_id": user_ids}), last_export, metadata)
-    seeds = pa.table({"seed_sha256": hashed_ids(seed_ids).to_arrow()})
+    seeds = pa.table({"seed_sha256": hashed_ids(seed_ids, seed_key(last_export.parent)).to_arrow()})
     write_audience(seeds, last_export.with_name(LAST_SEEDS_NAME), metadata)
 
 
-def hashed_ids(ids: pl.Series) -> pl.Series:
-    """sha256 hex of each id's text: comparable between exports without keeping the ids."""
+def hashed_ids(ids: pl.Series, key: bytes) -> pl.Series:
+    """HMAC-SHA256 hex of each id's text: comparable between exports without keeping the ids
+    (a plain hash of an integer id is reversed by hashing every possible id)."""
     text = ids.cast(pl.String).to_list()
-    return pl.Series("seed_sha256", [hashlib.sha256(t.encode()).hexdigest() for t in text])
+    return pl.Series(
+        "seed_sha256", [hmac.new(key, t.encode(), hashlib.sha256).hexdigest() for t in text]
+    )
+
+
+def seed_key(audience_dir: Path) -> bytes:
+    """The workdir's random key for :func:`hashed_ids` (``audiences/.seed_key``), made once."""
+    path = audience_dir.parent / SEED_KEY_NAME
+    if not path.is_file():
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 def guard_seed_difference(seed_ids: pl.Series, last_seeds: Path, config: LookalikeConfig) -> None:
@@ -598,7 +613,8 @@ def guard_seed_difference(seed_ids: pl.Series, last_seeds: Path, config: Lookali
     if not last_seeds.is_file():
         return
     previous = pl.read_parquet(last_seeds).get_column("seed_sha256")
-    check = seed_overlap_guard(previous, hashed_ids(seed_ids), config.privacy.min_seed_difference)
+    current = hashed_ids(seed_ids, seed_key(last_seeds.parent))
+    check = seed_overlap_guard(previous, current, config.privacy.min_seed_difference)
     check.raise_if_flagged()
 
 
@@ -609,7 +625,7 @@ def erase_from_last_export(audience_dir: Path, erased: pl.Series) -> int:
     if last_export.is_file():
         removed += _drop_rows(last_export, ~is_listed(pl.col(USER_ID), erased))
     if last_seeds.is_file():
-        erased_hashes = hashed_ids(erased).implode()
+        erased_hashes = hashed_ids(erased, seed_key(audience_dir)).implode()
         removed += _drop_rows(last_seeds, ~pl.col("seed_sha256").is_in(erased_hashes))
     return removed
 

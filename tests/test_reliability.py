@@ -208,6 +208,8 @@ def test_erase_removes_every_byte_of_the_users_and_keeps_the_build_usable(
     assert byte_hits(workdir.root, needles) == {}
     assert report.builds_deleted == ["0ld0ld0ld0ld"]
     assert report.rows_removed["embeddings/embeddings.npy"] == len(erased)
+    last_seeds = pl.read_parquet(workdir.audience_dir("buyers") / "last_seeds.parquet")
+    assert last_seeds.height == len(seed_ids) - seed_ids.is_in(erased.implode()).sum()
     build = workdir.current()
     verify_build(build)
     remaining = pl.read_parquet(build.users)["user_id"]
