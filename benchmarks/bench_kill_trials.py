@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 import sys
 import tempfile
 import time
@@ -32,12 +33,18 @@ from kill_harness import build_trial, export_trial, prepare, summary  # noqa: E4
 from reliability_fixtures import reliability_config, small_data, write_seeds  # noqa: E402
 
 
+def last_step(line: str) -> str:
+    """The job's last progress line, shortened to its kind ("epoch", "embedded", "done", ...)."""
+    words = line.split()
+    return words[0] if words else "(nothing)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50, help="Kill trials, half builds.")
     parser.add_argument("--users", type=int, default=2000, help="Synthetic users.")
-    parser.add_argument("--build-delay", type=float, default=6.0, help="Longest kill delay, build.")
-    parser.add_argument("--export-delay", type=float, default=2.5,
+    parser.add_argument("--build-delay", type=float, default=5.0, help="Longest kill delay, build.")
+    parser.add_argument("--export-delay", type=float, default=1.0,
                         help="Longest kill delay, export.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the figures.")
@@ -64,6 +71,9 @@ def main() -> None:
                   flush=True)
     figures = {**summary(trials), "seconds": round(time.perf_counter() - start, 1),
                "args": {k: str(v) for k, v in vars(args).items()}}
+    figures["last_line_before_kill"] = dict(
+        Counter(f"{t.kind}: {last_step(t.last_line)}" for t in trials).most_common()
+    )
     survived = sum(t.survived and t.restarted for t in trials)
     figures["survived_total"] = f"{survived}/{len(trials)}"
     print(json.dumps(figures, indent=2))
