@@ -1,8 +1,8 @@
 """The build flow: ingest -> features -> train -> embed -> index, one task per step.
 
 Tasks are thin wrappers over :mod:`lookalike.build` and pass only paths and small dicts. A build
-whose id (a hash of input contents, config and package version) is already complete is reused:
-none of its tasks run again.
+whose id (a hash of input contents, config and package version) is already complete, with every
+file its manifest lists intact, is reused: none of its tasks run again.
 """
 
 from __future__ import annotations
@@ -76,10 +76,13 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
                                  as_of=as_of, config=load_config(config_path))
     wd = Workdir(workdir)
     build, fingerprints = steps.prepare_build(wd, request)
-    if build.is_complete():
+    had_manifest = build.is_complete()
+    if steps.reusable(build):
         log(f"inputs and config unchanged: reusing build {build.build_id}")
         wd.set_current(build.build_id)
         return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
+    if had_manifest:
+        log(f"build {build.build_id} has missing or changed files: building it again")
     reports: dict[str, Any] = {"features": features_task(build, request)}
     reports["train"] = train_task.with_options(timeout_seconds=_train_timeout(request))(build, request)
     reports["embed"] = embed_task(build)

@@ -102,16 +102,19 @@ def build(
     profiles: Annotated[str | None, typer.Option(help="Profiles table.")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+    task_runner: Annotated[str, typer.Option(help="default (threads here) or dask.")] = "default",
+    dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (tcp://host:8786); default: a local 2-worker cluster.")] = None,
 ) -> None:
     """Validate inputs and build features, model, embeddings and index into WORKDIR."""
     from flows.build import build_flow
+    from flows.common import task_runner_options
 
     configure_console_logging()
     if events is None and profiles is None:
         raise LookalikeError("give at least one of --events or --profiles")
-    result = build_flow(workdir=str(workdir), conversions=conversions, events=events,
-                        profiles=profiles, as_of=as_of,
-                        config_path=str(config) if config else None)
+    flow = build_flow.with_options(**task_runner_options(task_runner, dask_address))
+    result = flow(workdir=str(workdir), conversions=conversions, events=events,
+                  profiles=profiles, as_of=as_of, config_path=str(config) if config else None)
     verb = "reused" if result["reused"] else "built"
     typer.echo(f"{verb} {result['build_id']} at {result['path']}")
 
@@ -186,9 +189,26 @@ def erase(
 
 @app.command()
 @fails_cleanly
+def serve(
+    config: Annotated[Path, typer.Option(help="Config with a schedule section (cron, inputs, audiences).")],
+) -> None:
+    """Register the scheduled pipeline deployment and run it on the config's cron until stopped.
+
+    Needs a Prefect server: start one with `prefect server start` (SQLite by default) and set
+    PREFECT_API_URL=http://127.0.0.1:4200/api. Trigger a run by hand with
+    `prefect deployment run 'lookalike-pipeline/scheduled'`. Stop with Ctrl-C (SIGINT/SIGTERM).
+    """
+    from flows.deploy import check_server, serve_pipeline
+
+    typer.echo(f"serving {check_server()} with the schedule of {config}", err=True)
+    serve_pipeline(config)
+
+
+@app.command()
+@fails_cleanly
 def demo(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo's data, builds and audience.")] = Path("demo"),
-    users: Annotated[int, typer.Option(min=2000, help="Synthetic users to generate.")] = 50_000,
+    users: Annotated[int, typer.Option(min=20_000, help="Synthetic users to generate.")] = 50_000,
 ) -> None:
     """Generate sample data, build, export a lookalike audience and print where it is."""
     from flows.demo import run_demo

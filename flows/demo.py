@@ -20,7 +20,7 @@ from lookalike.synthetic import generate
 
 DEMO_OVERRIDES = {
     "train": {"time_budget_seconds": 90.0},
-    "audience": {"min_audience_size": 100},
+    "audience": {"min_audience_size": 100, "min_seed_size": 50},
 }
 
 

@@ -9,24 +9,48 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import httpx
 from prefect import serve
 from prefect.schedules import Cron
+from prefect.settings import get_current_settings
 
 from flows.pipeline import pipeline_flow
 from lookalike.config import load_config
+from lookalike.errors import LookalikeError
 
 DEPLOYMENT_NAME = "scheduled"
+START_A_SERVER = ("start one with `prefect server start` and set "
+                  "PREFECT_API_URL=http://127.0.0.1:4200/api")
 
 
 def pipeline_deployment(config_path: str | Path):  # -> RunnerDeployment
     """The pipeline flow with the config's cron schedule and the config path as its parameter."""
     path = str(Path(config_path).resolve())
     schedule = load_config(path).schedule
+    if not schedule.workdir or not schedule.conversions:
+        raise LookalikeError(f"{path}: schedule.workdir and schedule.conversions are required "
+                             "to serve the pipeline")
     return pipeline_flow.to_deployment(
         name=DEPLOYMENT_NAME, schedule=Cron(schedule.cron, timezone=schedule.timezone),
         parameters={"config_path": path},
         description="Rebuild when inputs change, then refresh the configured audiences.",
     )
+
+
+def check_server(timeout_seconds: float = 10.0) -> str:
+    """The configured Prefect API URL, once its health endpoint answers.
+
+    A schedule needs a server that outlives this process, so the embedded mode (no URL) is refused.
+    """
+    url = get_current_settings().api.url
+    if not url:
+        raise LookalikeError(f"no Prefect server configured: {START_A_SERVER}")
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_seconds).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise LookalikeError(f"the Prefect server at PREFECT_API_URL={url} is not reachable "
+                             f"({exc}); {START_A_SERVER}") from exc
+    return url
 
 
 def serve_pipeline(config_path: str | Path) -> None:
@@ -35,4 +59,5 @@ def serve_pipeline(config_path: str | Path) -> None:
 
 
 if __name__ == "__main__":
+    check_server()
     serve_pipeline(sys.argv[1])

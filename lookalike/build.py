@@ -93,12 +93,31 @@ def build_id_for(request: BuildRequest, fingerprints: dict[str, Any]) -> str:
 
 
 def prepare_build(workdir: Workdir, request: BuildRequest) -> tuple[BuildPaths, dict[str, Any]]:
-    """Sweep stale temporary files, fingerprint the inputs and name the build folder."""
-    sweep_stale_temp_files(workdir.root)
+    """Fingerprint the inputs, name the build folder and sweep its stale temporary files.
+
+    Only this build's folder is swept: another build or an export running in the same workdir
+    keeps its temporary files.
+    """
     fingerprints = fingerprint_inputs(request)
     build = workdir.build(build_id_for(request, fingerprints))
     build.root.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temp_files(build.root)
     return build, fingerprints
+
+
+def reusable(build: BuildPaths) -> bool:
+    """Whether the build is complete and every file its manifest lists is intact.
+
+    A manifest whose files are missing or changed is removed, so the build runs again.
+    """
+    if not build.is_complete():
+        return False
+    for name, expected in load_manifest(build)["files"].items():
+        path = build.root / name
+        if not path.is_file() or sha256_file(path) != expected:
+            build.manifest.unlink(missing_ok=True)
+            return False
+    return True
 
 
 def step_features(build: BuildPaths, request: BuildRequest,
@@ -258,7 +277,7 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
                                                         conversions="conversions.parquet"))
     """
     build, fingerprints = prepare_build(workdir, request)
-    if build.is_complete():
+    if reusable(build):
         progress(f"inputs and config unchanged: reusing build {build.build_id}")
         workdir.set_current(build.build_id)
         return build

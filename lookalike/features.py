@@ -96,26 +96,34 @@ def _top_values(frame: pl.LazyFrame, column: str, limit: int) -> list[str]:
     return counts.get_column(column).to_list()
 
 
+MICROS_PER_DAY = 86_400_000_000
+# Helper columns computed once per event, so the many per-user sums compare integers, not strings.
+_AGE = "__age_us"
+_TYPE = "__type_code"
+_CATEGORY = "__category_code"
+
+
 def event_feature_frame(events: pl.LazyFrame, as_of: datetime, config: FeatureConfig) -> pl.LazyFrame:
-    """One row per user with events before ``as_of``: the aggregate features described above."""
+    """One row per user with events before ``as_of`` (exact duplicates dropped): the features above."""
     past = events.filter(pl.col("event_time") < as_of)
     columns = set(past.collect_schema().names())
     taken: set[str] = set()
     types = _top_values(past, "event_type", config.max_event_types)
     type_names = _unique_names(types, "n_", taken)
-    windows = {w: pl.col("event_time") >= as_of - timedelta(days=w) for w in config.windows_days}
+    coded = past.unique().with_columns(
+        (pl.lit(as_of) - pl.col("event_time")).dt.total_microseconds().alias(_AGE),
+        _codes(pl.col("event_type"), types, default=len(types)).alias(_TYPE),
+    )
+    windows = {w: pl.col(_AGE) <= w * MICROS_PER_DAY for w in config.windows_days}
 
     exprs = [pl.len().alias("n_events_total")]
-    for w, recent in windows.items():
-        exprs.append(recent.sum().alias(f"n_events_{w}d"))
-    is_other = ~pl.col("event_type").is_in(types)
-    for event_type, name in [*type_names.items(), (None, "n_" + OTHER_EVENT_TYPE)]:
-        is_type = is_other if event_type is None else pl.col("event_type") == event_type
-        exprs.extend((is_type & recent).sum().alias(f"{name}_{w}d") for w, recent in windows.items())
-    days = 86_400_000_000
+    exprs += [recent.sum().alias(f"n_events_{w}d") for w, recent in windows.items()]
+    for code, name in enumerate([*type_names.values(), "n_" + OTHER_EVENT_TYPE]):
+        is_type = pl.col(_TYPE) == code
+        exprs += [(is_type & recent).sum().alias(f"{name}_{w}d") for w, recent in windows.items()]
     exprs += [
-        ((pl.lit(as_of) - pl.col("event_time").max()).dt.total_microseconds() / days).alias("recency_days"),
-        ((pl.lit(as_of) - pl.col("event_time").min()).dt.total_microseconds() / days).alias("tenure_days"),
+        (pl.col(_AGE).min() / MICROS_PER_DAY).alias("recency_days"),
+        (pl.col(_AGE).max() / MICROS_PER_DAY).alias("tenure_days"),
         pl.col("event_time").dt.date().n_unique().alias("active_days"),
     ]
     if "value" in columns:
@@ -128,24 +136,42 @@ def event_feature_frame(events: pl.LazyFrame, as_of: datetime, config: FeatureCo
     if "item_id" in columns:
         exprs.append(pl.col("item_id").drop_nulls().n_unique().alias("n_items"))
     if "category" in columns:
-        exprs += _category_affinity(past, config, taken)
-    return past.group_by(USER_ID).agg(exprs)
+        coded, category_exprs = _category_affinity(past, coded, config, taken)
+        exprs += category_exprs
+    return coded.group_by(USER_ID).agg(exprs)
 
 
-def _category_affinity(past: pl.LazyFrame, config: FeatureConfig, taken: set[str]) -> list[pl.Expr]:
+def _codes(column: pl.Expr, values: list[str], *, default: int) -> pl.Expr:
+    """Integer code of each value's position in ``values``; ``default`` for anything else."""
+    return column.replace_strict(values, list(range(len(values))), default=default,
+                                 return_dtype=pl.Int32)
+
+
+def _category_affinity(past: pl.LazyFrame, coded: pl.LazyFrame, config: FeatureConfig,
+                       taken: set[str]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+    """Share of a user's categorized events in each top category and in hashed buckets of the rest."""
     top = _top_values(past, "category", config.top_categories)
     names = _unique_names(top, "cat_share_", taken)
-    total = pl.col("category").is_not_null().sum().clip(lower_bound=1)
+    buckets = config.category_hash_buckets
+    hashed = len(top) + (pl.col("category").hash(seed=0) % max(buckets, 1)).cast(pl.Int32)
+    code = pl.when(pl.col("category").is_null()).then(-1).otherwise(
+        _codes(pl.col("category"), top, default=-2)
+    )
+    coded = coded.with_columns(pl.when(code == -2).then(hashed).otherwise(code).alias(_CATEGORY))
+    total = (pl.col(_CATEGORY) >= 0).sum().clip(lower_bound=1)
     exprs = [pl.col("category").drop_nulls().n_unique().alias("n_categories")]
-    exprs += [((pl.col("category") == c).sum() / total).alias(n) for c, n in names.items()]
-    if config.category_hash_buckets:
-        rest = pl.col("category").is_not_null() & ~pl.col("category").is_in(top)
-        bucket = pl.col("category").hash(seed=0) % config.category_hash_buckets
-        exprs += [
-            ((rest & (bucket == b)).sum() / total).alias(f"cat_share_hashed_{b}")
-            for b in range(config.category_hash_buckets)
-        ]
-    return exprs
+    exprs += [((pl.col(_CATEGORY) == k).sum() / total).alias(n) for k, n in enumerate(names.values())]
+    exprs += [((pl.col(_CATEGORY) == len(top) + b).sum() / total).alias(f"cat_share_hashed_{b}")
+              for b in range(buckets)]
+    return coded, exprs
+
+
+def _count_duplicates(events: Table, event_frame: pl.DataFrame, as_of: datetime) -> list[str]:
+    """Exact duplicate events before as_of were dropped; record how many in the events report."""
+    past = events.frame.filter(pl.col("event_time") < as_of).select(pl.len())
+    duplicates = past.collect(engine="streaming").item() - int(event_frame.get_column("n_events_total").sum())
+    events.report.duplicates_dropped = duplicates
+    return [f"dropped {duplicates} exact duplicate events"] if duplicates else []
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,8 +247,9 @@ def compute_features(
     profile_numeric: set[str] = set()
     event_columns: list[str] = []
     if events is not None:
-        event_frame = event_feature_frame(events.frame, as_of, config.features)
-        frames.append(event_frame)
+        event_frame = event_feature_frame(events.frame, as_of, config.features).collect(engine="streaming")
+        notes += _count_duplicates(events, event_frame, as_of)
+        frames.append(event_frame.lazy())
         event_columns = [c for c in event_frame.collect_schema().names() if c != USER_ID]
         numeric += event_columns
         taken.update(event_columns)

@@ -238,55 +238,107 @@ def _epoch_expr(col: pl.Expr) -> pl.Expr:
     return finite.cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
-def _bad_rows(frame: pl.LazyFrame, condition: pl.Expr, columns: list[str]) -> list[dict]:
-    return frame.filter(condition).select(columns).head(5).collect().to_dicts()
+@dataclass(frozen=True)
+class Check:
+    """One contract rule of a table: rows where ``violated`` is true break it."""
+
+    violated: pl.Expr
+    column: str
+    problem: str
+    expected: str
+    show: tuple[str, ...]
+    fix: str | None = None
 
 
-def _fail_if_any(
-    frame: pl.LazyFrame, condition: pl.Expr, show: list[str], path: str, *, column: str,
-    problem: str, expected: str, fix: str | None = None,
-) -> None:
-    examples = _bad_rows(frame, condition, show)
-    if examples:
-        raise InputError(path, problem, column=column, expected=expected, examples=examples, fix=fix)
+class Validation:
+    """Normalizations and contract rules of one table, checked together in one pass.
 
+    Each rule only adds an expression; :meth:`run` counts every rule's violations with a single
+    scan (50M-row tables are read once, not once per rule) and fetches example rows only for a
+    rule that is broken.
+    """
 
-def _check_user_ids(raw: pl.LazyFrame, normalized: pl.Expr, path: str) -> None:
-    """Reject null, empty and non-integral ids, showing the raw offending rows."""
-    bad = normalized.is_null() | (normalized.cast(pl.String) == "")
-    _fail_if_any(
-        raw.with_row_index("row"), bad, ["row", USER_ID], path, column=USER_ID,
-        problem="has null, empty or non-integral ids", expected="a non-empty id on every row",
-        fix="drop or repair those rows",
-    )
+    def __init__(self, frame: pl.LazyFrame, path: str, kind: str) -> None:
+        self.frame = frame
+        self.path = path
+        self.kind = kind
+        self.schema = frame.collect_schema()
+        self.checks: list[Check] = []
+        self.normalized: dict[str, pl.Expr] = {}
 
+    def user_id(self, *, unique: bool = False) -> None:
+        ids = user_id_expr(self.schema[USER_ID], self.path)
+        self.normalized[USER_ID] = ids
+        self.checks.append(Check(
+            ids.is_null() | (ids.cast(pl.String) == ""), USER_ID,
+            "has null, empty or non-integral ids", "a non-empty id on every row", ("row", USER_ID),
+            fix="drop or repair those rows",
+        ))
+        if unique:
+            self.checks.append(Check(
+                ids.is_duplicated(), USER_ID,
+                f"has duplicate user_id rows (a {self.kind} table needs one row per user)",
+                "unique user_id", ("row", USER_ID),
+                fix="deduplicate the table, e.g. keep each user's latest row",
+            ))
 
-def _normalize_ids(frame: pl.LazyFrame, path: str) -> pl.LazyFrame:
-    dtype = frame.collect_schema()[USER_ID]
-    expr = user_id_expr(dtype, path)
-    _check_user_ids(frame, expr, path)
-    return frame.with_columns(expr.alias(USER_ID))
+    def timestamp(self, name: str, *, required: bool) -> None:
+        parsed = timestamp_expr(name, self.schema[name], self.path)
+        self.normalized[name] = parsed
+        unparseable = parsed.is_null() & pl.col(name).is_not_null()
+        self.checks.append(Check(
+            unparseable | pl.col(name).is_null() if required else unparseable, name,
+            "has missing or unparseable timestamps",
+            "a timestamp, an ISO 8601 string such as 2024-05-01T13:45:00Z, or an epoch",
+            ("row", USER_ID, name),
+        ))
 
+    def text(self, name: str, *, required: bool = False) -> None:
+        self.normalized[name] = pl.col(name).cast(pl.String)
+        if required:
+            self.checks.append(Check(
+                pl.col(name).is_null(), name, f"has null {name.replace('_', ' ')}s",
+                f"a non-empty {name} on every row", ("row", USER_ID, name),
+            ))
 
-def _normalize_time(frame: pl.LazyFrame, name: str, path: str, *, required: bool) -> pl.LazyFrame:
-    dtype = frame.collect_schema()[name]
-    parsed = timestamp_expr(name, dtype, path)
-    unparseable = parsed.is_null() & pl.col(name).is_not_null()
-    if required:
-        unparseable = unparseable | pl.col(name).is_null()
-    _fail_if_any(
-        frame.with_row_index("row"), unparseable, ["row", USER_ID, name], path, column=name,
-        problem="has missing or unparseable timestamps",
-        expected="a timestamp, an ISO 8601 string such as 2024-05-01T13:45:00Z, or an epoch",
-    )
-    return frame.with_columns(parsed.alias(name))
+    def number(self, name: str, *, positive: bool = False) -> None:
+        """A float column; text is parsed, empty text and NaN/inf mean missing."""
+        dtype = self.schema[name]
+        if is_integer(dtype) or is_float(dtype):
+            parsed = pl.col(name).cast(pl.Float64)
+        elif is_textual(dtype):
+            text = pl.col(name).cast(pl.String).str.strip_chars()
+            present = text.is_not_null() & (text != "")  # a quoted empty CSV field ("") is none too
+            parsed = pl.when(present).then(text).cast(pl.Float64, strict=False)
+            self.checks.append(Check(
+                parsed.is_null() & present, name, "has non-numeric values",
+                "numbers (or empty for none)", ("row", USER_ID, name),
+            ))
+        else:
+            raise InputError(self.path, f"has type {dtype}", column=name, expected="a float")
+        finite = pl.when(parsed.is_finite()).then(parsed)
+        self.normalized[name] = finite
+        if positive:
+            self.checks.append(Check(
+                ~(finite > 0).fill_null(False), name, "has missing, non-positive or non-finite values",
+                f"{name} > 0 on every row", ("row", USER_ID, name),
+            ))
 
-
-def _ensure_not_empty(frame: pl.LazyFrame, path: str, kind: str) -> int:
-    rows = frame.select(pl.len()).collect().item()
-    if rows == 0:
-        raise InputError(path, f"the {kind} table has no rows")
-    return rows
+    def run(self) -> tuple[pl.LazyFrame, int]:
+        """Count rows and every rule's violations in one scan; the first broken rule raises."""
+        counts = self.frame.select(
+            [pl.len().alias("rows")] + [c.violated.sum().alias(f"check_{i}") for i, c in enumerate(self.checks)]
+        ).collect(engine="streaming").row(0)
+        rows, violations = counts[0], counts[1:]
+        if rows == 0:
+            raise InputError(self.path, f"the {self.kind} table has no rows")
+        for check, count in zip(self.checks, violations, strict=True):
+            if count:
+                examples = (self.frame.with_row_index("row").filter(check.violated)
+                            .select(list(check.show)).head(5).collect().to_dicts())
+                raise InputError(self.path, f"{check.problem} ({count} rows)", column=check.column,
+                                 expected=check.expected, examples=examples, fix=check.fix)
+        return self.frame.with_columns([e.alias(n) for n, e in self.normalized.items()]), rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,53 +346,24 @@ def _ensure_not_empty(frame: pl.LazyFrame, path: str, kind: str) -> int:
 
 
 def load_events(path: str, *, csv_separator: str = ",") -> Table:
-    """Validate and normalize an events table; exact duplicate events are dropped and counted."""
+    """Validate and normalize an events table (duplicates are dropped by feature computation)."""
     raw, _ = scan_table(path, csv_separator=csv_separator)
     columns = _require_columns(raw, EVENTS, path)
     report = TableReport(file=path)
     report.ignored_columns = [c for c in columns if c not in EVENTS.required + EVENTS.optional]
     if report.ignored_columns:
         report.notes.append(f"ignored extra event columns {report.ignored_columns}")
-    kept = [c for c in columns if c not in report.ignored_columns]
-    frame = raw.select(kept)
-    report.rows = _ensure_not_empty(frame, path, "events")
-    frame = _normalize_ids(frame, path)
-    frame = _normalize_time(frame, "event_time", path, required=True)
-    frame = frame.with_columns(pl.col("event_type").cast(pl.String))
-    _fail_if_any(
-        frame.with_row_index("row"), pl.col("event_type").is_null(),
-        ["row", USER_ID, "event_type"], path, column="event_type",
-        problem="has null event types", expected="a non-empty event type on every row",
-    )
-    if "category" in kept:
-        frame = frame.with_columns(pl.col("category").cast(pl.String))
-    if "item_id" in kept:
-        frame = frame.with_columns(pl.col("item_id").cast(pl.String))
-    if "value" in kept:
-        value = _numeric_value(frame, "value", path)
-        frame = frame.with_columns(pl.when(value.is_finite()).then(value).alias("value"))
-    unique = frame.unique()
-    report.duplicates_dropped = report.rows - unique.select(pl.len()).collect(engine="streaming").item()
-    if report.duplicates_dropped:
-        report.notes.append(f"dropped {report.duplicates_dropped} exact duplicate events")
-    return Table(unique, report)
-
-
-def _numeric_value(frame: pl.LazyFrame, name: str, path: str) -> pl.Expr:
-    dtype = frame.collect_schema()[name]
-    if is_integer(dtype) or is_float(dtype):
-        return pl.col(name).cast(pl.Float64)
-    if is_textual(dtype):
-        text = pl.col(name).cast(pl.String).str.strip_chars()
-        present = text.is_not_null() & (text != "")  # a quoted empty CSV field ("") means none too
-        parsed = pl.when(present).then(text).cast(pl.Float64, strict=False)
-        _fail_if_any(
-            frame.with_row_index("row"), parsed.is_null() & present,
-            ["row", USER_ID, name], path, column=name, problem="has non-numeric values",
-            expected="numbers (or empty for none)",
-        )
-        return parsed
-    raise InputError(path, f"has type {dtype}", column=name, expected="a float")
+    validation = Validation(raw.select([c for c in columns if c not in report.ignored_columns]),
+                            path, "events")
+    validation.user_id()
+    validation.timestamp("event_time", required=True)
+    validation.text("event_type", required=True)
+    if "category" in columns:
+        validation.text("category")
+    if "value" in columns:
+        validation.number("value")
+    frame, report.rows = validation.run()
+    return Table(frame, report)
 
 
 def load_profiles(path: str, *, deny_columns: list[str] = (), csv_separator: str = ",") -> Table:
@@ -352,15 +375,9 @@ def load_profiles(path: str, *, deny_columns: list[str] = (), csv_separator: str
     if denied:
         report.notes.append(f"dropped denied (sensitive) columns {denied}")
         report.ignored_columns = denied
-    frame = raw.select([c for c in columns if c not in denied])
-    report.rows = _ensure_not_empty(frame, path, "profiles")
-    frame = _normalize_ids(frame, path)
-    duplicated = pl.col(USER_ID).is_duplicated()
-    _fail_if_any(
-        frame, duplicated, [USER_ID], path, column=USER_ID,
-        problem="has duplicate user_id rows (a profile table needs one row per user)",
-        expected="unique user_id", fix="deduplicate the profiles, e.g. keep each user's latest row",
-    )
+    validation = Validation(raw.select([c for c in columns if c not in denied]), path, "profiles")
+    validation.user_id(unique=True)
+    frame, report.rows = validation.run()
     return Table(frame, report)
 
 
@@ -370,46 +387,40 @@ def load_conversions(path: str, *, csv_separator: str = ",") -> Table:
     columns = _require_columns(raw, CONVERSIONS, path)
     report = TableReport(file=path)
     report.ignored_columns = [c for c in columns if c not in CONVERSIONS.required + CONVERSIONS.optional]
-    frame = raw.select([c for c in columns if c not in report.ignored_columns])
-    report.rows = _ensure_not_empty(frame, path, "conversions")
-    frame = _normalize_ids(frame, path)
+    validation = Validation(raw.select([c for c in columns if c not in report.ignored_columns]),
+                            path, "conversions")
+    validation.user_id()
+    if "conversion_time" in columns:
+        validation.timestamp("conversion_time", required=False)
+    frame, report.rows = validation.run()
     if "conversion_type" in columns:
         frame = frame.with_columns(
             pl.col("conversion_type").cast(pl.String).fill_null(DEFAULT_CONVERSION_TYPE)
         )
     else:
         frame = frame.with_columns(pl.lit(DEFAULT_CONVERSION_TYPE).alias("conversion_type"))
-    if "conversion_time" in columns:
-        frame = _normalize_time(frame, "conversion_time", path, required=False)
-    else:
+    if "conversion_time" not in columns:
         frame = frame.with_columns(pl.lit(None, dtype=TIMESTAMP).alias("conversion_time"))
-    frame = frame.select(USER_ID, "conversion_type", "conversion_time")
-    return Table(frame, report)
+    return Table(frame.select(USER_ID, "conversion_type", "conversion_time"), report)
 
 
 def load_user_list(path: str, *, kind: str = "user list", with_weight: bool = False,
                    csv_separator: str = ",") -> tuple[pl.DataFrame, TableReport]:
     """Read a seed, exclusion or eligible list: ``user_id`` (and ``weight`` for seeds).
 
-    Duplicate ids are kept in the returned frame's count (the report says how many) but collapsed
-    to one row; weights of duplicates are summed.
+    Duplicate ids are collapsed to one row (weights summed) and counted in the report.
     """
     raw, _ = scan_table(path, csv_separator=csv_separator)
     contract = SEEDS if with_weight else USER_LIST
     columns = _require_columns(raw, contract, path)
     report = TableReport(file=path)
     keep = [USER_ID] + (["weight"] if with_weight and "weight" in columns else [])
-    frame = raw.select(keep)
-    report.rows = _ensure_not_empty(frame, path, kind)
-    frame = _normalize_ids(frame, path)
+    validation = Validation(raw.select(keep), path, kind)
+    validation.user_id()
     if "weight" in keep:
-        frame = frame.with_columns(_numeric_value(frame, "weight", path).alias("weight"))
-        valid = (pl.col("weight").is_finite() & (pl.col("weight") > 0)).fill_null(False)  # null: missing
-        _fail_if_any(
-            frame.with_row_index("row"), ~valid,
-            ["row", USER_ID, "weight"], path, column="weight",
-            problem="has missing, non-positive or non-finite weights", expected="weights > 0",
-        )
+        validation.number("weight", positive=True)
+    frame, report.rows = validation.run()
+    if "weight" in keep:
         collapsed = frame.group_by(USER_ID).agg(pl.col("weight").sum())
     else:
         collapsed = frame.unique(subset=[USER_ID])

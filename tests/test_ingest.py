@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from lookalike.errors import InputError
+from lookalike.features import compute_features
 from lookalike.ingest import load_conversions, load_events, load_profiles, load_user_list
 
 GOOD_EVENTS = {
@@ -89,8 +90,12 @@ def test_good_events_load(tmp_path: Path) -> None:
 def test_duplicate_events_are_dropped_and_counted(tmp_path: Path) -> None:
     doubled = pl.concat([_events(), _events().head(2)])
     table = load_events(_write(tmp_path / "e.parquet", doubled))
+    result = compute_features(table, None, tmp_path / "f.parquet", tmp_path / "s.json",
+                              as_of="2024-02-01")
     assert table.report.duplicates_dropped == 2
-    assert table.frame.collect().height == 4
+    assert "dropped 2 exact duplicate events" in result.notes
+    features = pl.read_parquet(tmp_path / "f.parquet")
+    assert features.get_column("n_events_total").sum() == 4
 
 
 def test_integer_epochs_in_any_unit_mean_the_same_instant(tmp_path: Path) -> None:
@@ -156,10 +161,18 @@ def test_build_command_rejects_bad_events_without_writing(
     assert not list((tmp_path / "w").rglob("*.parquet"))
 
 
-def test_build_command_builds_the_same_data_without_the_defect(prefect_harness: None, tmp_path: Path) -> None:
-    conversions = _write(tmp_path / "c.csv", pl.DataFrame({"user_id": [1]}))
-    events = _write(tmp_path / "e.parquet", _events())
-    result = CliRunner().invoke(app, ["build", "--workdir", str(tmp_path / "w"), "--events", events,
-                                      "--conversions", conversions])
+def test_build_command_builds_valid_data_end_to_end(prefect_harness: None, tmp_path: Path) -> None:
+    from lookalike.synthetic import generate
+
+    data = generate(tmp_path / "data", 3000, events_per_user=10, seed=3)
+    config = tmp_path / "config.yaml"
+    config.write_text(data.config.read_text() + "\nmodel: {embedding_dim: 16, hidden_dims: [32]}\n"
+                      "train: {epochs: 8, threads: 1, held_back_types: [card_signup]}\n")
+    args = ["build", "--workdir", str(tmp_path / "w"), "--events", str(data.events), "--profiles",
+            str(data.profiles), "--conversions", str(data.conversions), "--as-of", "2026-01-01",
+            "--config", str(config)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert len(list((tmp_path / "w" / "builds").glob("*/features.parquet"))) == 1
+    builds = list((tmp_path / "w" / "builds").glob("*/manifest.json"))
+    assert len(builds) == 1
+    assert (builds[0].parent / "index" / "index.json").is_file()

@@ -1,0 +1,133 @@
+"""Ingest + point-in-time features: lookalike (polars, streaming) against the same event features
+written with pandas, in the same run.
+
+    python benchmarks/bench_features.py --users 1000000 --events-per-user 50
+
+Generates the synthetic data first (not timed), then runs each variant in a fresh process so its
+peak RSS is its own. Prints a Markdown table and writes JSON (--out). The pandas variant computes
+the event features (counts per type and window, recency, tenure, active days, value statistics,
+distinct items and categories); the lookalike variant does all of ingest (validation, UTC
+normalization, duplicate removal), event and profile features, scaling and writing, so the ratio
+favours pandas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+
+def run_lookalike(data: Path, out: Path) -> dict:
+    from lookalike.config import load_config
+    from lookalike.features import compute_features, parse_as_of
+    from lookalike.ingest import load_events, load_profiles
+
+    truth = json.loads((data / "truth.json").read_text())
+    config = load_config(data / "config.yaml")
+    started = time.perf_counter()
+    events = load_events(str(data / "events.parquet"))
+    profiles = load_profiles(str(data / "profiles.parquet"))
+    result = compute_features(events, profiles, out / "features.parquet", out / "spec.json",
+                              as_of=truth["as_of"], config=config)
+    return {"seconds": time.perf_counter() - started, "users": result.n_users,
+            "features": result.n_numeric + result.n_categorical, "events": events.report.rows}
+
+
+def run_pandas(data: Path, out: Path) -> dict:
+    import pandas as pd
+
+    truth = json.loads((data / "truth.json").read_text())
+    as_of = pd.Timestamp(truth["as_of"])
+    started = time.perf_counter()
+    events = pd.read_parquet(data / "events.parquet")
+    rows = len(events)
+    events = events[events["event_time"] < as_of].drop_duplicates()
+    grouped = events.groupby("user_id")
+    features = pd.DataFrame({"n_events_total": grouped.size()})
+    for days in (7, 30, 90, 365):
+        recent = events[events["event_time"] >= as_of - timedelta(days=days)]
+        features[f"n_events_{days}d"] = recent.groupby("user_id").size()
+        per_type = recent.groupby(["user_id", "event_type"]).size().unstack(fill_value=0)
+        per_type.columns = [f"n_{c}_{days}d" for c in per_type.columns]
+        features = features.join(per_type)
+    day = 86_400
+    features["recency_days"] = (as_of - grouped["event_time"].max()).dt.total_seconds() / day
+    features["tenure_days"] = (as_of - grouped["event_time"].min()).dt.total_seconds() / day
+    features["active_days"] = events.assign(d=events["event_time"].dt.date).groupby("user_id")["d"].nunique()
+    features["value_sum"] = grouped["value"].sum()
+    features["value_mean"] = grouped["value"].mean()
+    features["value_max"] = grouped["value"].max()
+    features["n_items"] = grouped["item_id"].nunique()
+    features["n_categories"] = grouped["category"].nunique()
+    shares = pd.crosstab(events["user_id"], events["category"], normalize="index")
+    features = features.join(shares.add_prefix("cat_share_")).fillna(0)
+    features.reset_index().to_parquet(out / "pandas_features.parquet")
+    return {"seconds": time.perf_counter() - started, "users": len(features),
+            "features": features.shape[1], "events": rows}
+
+
+VARIANTS = {"lookalike": run_lookalike, "pandas": run_pandas}
+
+
+def child(variant: str, data: Path, out: Path) -> None:
+    result = VARIANTS[variant](data, out)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(variant: str, data: Path, out: Path) -> dict:
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", variant, "--data", str(data), "--work", str(out)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--events-per-user", type=float, default=50.0)
+    parser.add_argument("--data", type=Path, help="reuse generated data in this folder")
+    parser.add_argument("--work", type=Path)
+    parser.add_argument("--out", type=Path, help="JSON results file")
+    parser.add_argument("--child", choices=sorted(VARIANTS))
+    parser.add_argument("--skip-pandas", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.data, args.work)
+        return
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-features-"))
+    data = args.data or work / "data"
+    if not (data / "truth.json").is_file():
+        from lookalike.synthetic import generate
+
+        started = time.perf_counter()
+        generate(data, args.users, events_per_user=args.events_per_user, seed=0)
+        print(f"generated {args.users} users in {time.perf_counter() - started:.1f} s (not timed)")
+    variants = ["lookalike"] + ([] if args.skip_pandas else ["pandas"])
+    results = {v: measure(v, data, work) for v in variants}
+    rows = results["lookalike"]["events"]
+    print(f"\n{args.users} users, {rows:,} events\n")
+    print("| variant | wall s | events/s | peak RSS MiB | users | features |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['seconds']:.1f} | {rows / r['seconds']:,.0f} | {r['peak_rss_mib']:.0f} "
+              f"| {r['users']:,} | {r['features']} |")
+    if "pandas" in results:
+        ratio = results["pandas"]["seconds"] / results["lookalike"]["seconds"]
+        print(f"\nlookalike is {ratio:.1f}x faster than pandas")
+        results["speedup_vs_pandas"] = ratio
+    if args.out:
+        args.out.write_text(json.dumps({"users": args.users, "events": rows, **results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
