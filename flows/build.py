@@ -22,7 +22,7 @@ from lookalike.workdir import BuildPaths, Workdir
       retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
 def features_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
     """Validate the input tables and write the point-in-time feature table."""
-    report = steps.step_features(build, request)
+    report = steps.step_features(build, request, progress=log)
     log(f"features: {report['features']['n_users']} users, "
          f"{report['features']['n_numeric']} numeric and "
          f"{report['features']['n_categorical']} categorical features")

@@ -133,19 +133,58 @@ def export(
     min_score: Annotated[float | None, typer.Option(help="Drop users scoring below this similarity.")] = None,
     name: Annotated[str | None, typer.Option(help="Audience name for overlap with its last export.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+    hash_kind: Annotated[str | None, typer.Option("--hash", help="email or phone: add a SHA-256 hashed_<kind> column for upload.")] = None,
+    platform: Annotated[str | None, typer.Option(help="google or meta: the platform's normalization rules (with --hash).")] = None,
+    identifiers: Annotated[str | None, typer.Option(help="Table of user_id and the email/phone column (with --hash).")] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="Identifier column in --identifiers (default: the --hash kind).")] = None,
 ) -> None:
     """Write the users most similar to SEEDS as a Parquet audience plus a report."""
     if (size is None) == (fraction is None):
         raise LookalikeError("give exactly one of --size or --fraction")
+    hashing = _hashing_options(hash_kind, platform, identifiers, id_column)
     from flows.export import export_flow
 
     configure_console_logging()
     result = export_flow(workdir=str(workdir), seeds=seeds, out=str(out), size=size,
                          fraction=fraction, exclude=exclude, eligible=eligible, strategy=strategy,
                          min_score=min_score, name=name,
-                         config_path=str(config) if config else None)
+                         config_path=str(config) if config else None, hashing=hashing)
     typer.echo(f"audience: {result['audience']} ({result['summary']['size']} users)")
+    if hashing is not None:
+        counts = result["summary"]["hashing"]
+        typer.echo(f"hashed {counts['hashed']} {hash_kind}s for {platform}; {counts['missing']} users "
+                   f"without one, {counts['invalid']} invalid")
     typer.echo(f"report:   {result['report_md']}")
+
+
+def _hashing_options(kind: str | None, platform: str | None, identifiers: str | None,
+                     column: str | None) -> dict[str, str] | None:
+    if kind is None:
+        if platform or identifiers or column:
+            raise LookalikeError("--platform, --identifiers and --id-column need --hash email|phone")
+        return None
+    if kind not in ("email", "phone") or platform not in ("google", "meta") or not identifiers:
+        raise LookalikeError("--hash takes email or phone, with --platform google|meta and "
+                             "--identifiers FILE (user_id and the identifier column)")
+    options = {"kind": kind, "platform": platform, "identifiers": identifiers}
+    return options if column is None else {**options, "column": column}
+
+
+@app.command()
+@fails_cleanly
+def erase(
+    workdir: Annotated[Path, typer.Option(help="Workdir with a current build.")],
+    users: Annotated[str, typer.Option(help="Users to erase: a user list (user_id column).")],
+    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+) -> None:
+    """Physically remove USERS from the current build and last exports; delete older builds."""
+    from lookalike.config import load_config
+    from lookalike.erasure import erase_users
+    from lookalike.workdir import Workdir
+
+    report = erase_users(Workdir(workdir), users, load_config(config), progress=typer.echo)
+    typer.echo(f"build {report.build_id}: removed {report.rows_removed}; deleted older builds "
+               f"{report.builds_deleted or 'none'}")
 
 
 @app.command()

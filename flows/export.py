@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
 from lookalike.config import LookalikeConfig, load_config
-from lookalike.export import export_audience
+from lookalike.export import HashingRequest, export_audience
 from lookalike.workdir import Workdir
 
 
@@ -36,10 +36,16 @@ def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
                 fraction: float | None = None, exclude: str | None = None,
                 eligible: str | None = None, strategy: str | None = None,
                 min_score: float | None = None, name: str | None = None,
-                config_path: str | None = None) -> dict[str, Any]:
-    """Export the audience of one seed list from the workdir's current build."""
+                config_path: str | None = None,
+                hashing: dict[str, str] | None = None) -> dict[str, Any]:
+    """Export the audience of one seed list from the workdir's current build.
+
+    ``hashing`` holds :class:`~lookalike.export.HashingRequest` fields (kind, platform,
+    identifiers, column) to add a hashed email or phone column.
+    """
     options = {"size": size, "fraction": fraction, "exclude": exclude, "eligible": eligible,
-               "strategy": strategy, "min_score": min_score, "name": name}
+               "strategy": strategy, "min_score": min_score, "name": name,
+               "hashing": None if hashing is None else HashingRequest(**hashing)}
     result = export_task(workdir, seeds, out, options, load_config(config_path))
     publish_artifacts(result)
     return result

@@ -105,3 +105,14 @@ def sweep_stale_temp_files(folder: str | Path, older_than_seconds: float = 0.0) 
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def sweep_temp_files_of(target: str | Path) -> list[Path]:
+    """Delete temporary files that killed writers of ``target`` left beside it."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    removed = [p for p in target.parent.glob(f".{target.name}{TEMP_MARKER}*") if p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

@@ -76,7 +76,8 @@ def feature_differences(
             pl.DataFrame({"user_id": eligible_ids, "group": "eligible"}),
         ]
     ).with_columns(pl.col("user_id").cast(schema["user_id"]))
-    frame = lazy.join(groups.lazy(), on="user_id", how="inner").collect()
+    # Sorted: a join's row order varies between runs and float means depend on it.
+    frame = lazy.join(groups.lazy(), on="user_id", how="inner").collect().sort("user_id")
     audience = frame.filter(pl.col("group") == "audience")
     eligible = frame.filter(pl.col("group") == "eligible")
     columns = [c for c in schema.names() if c != "user_id"]
@@ -144,12 +145,16 @@ def _largest(rows: list[dict[str, Any] | None], key: str, top: int) -> list[dict
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """``<stem>.report.json`` and ``<stem>.report.md`` beside ``out``, each written atomically."""
-    json_path = out.with_name(f"{out.stem}.report.json")
-    md_path = out.with_name(f"{out.stem}.report.md")
+    json_path, md_path = report_paths(out)
     write_json(json_path, report)
     with atomic_write(md_path) as tmp:
         tmp.write_text(render_markdown(report))
     return json_path, md_path
+
+
+def report_paths(out: Path) -> tuple[Path, Path]:
+    """Where :func:`write_report` puts the JSON and Markdown reports of the audience ``out``."""
+    return out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.md")
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -24,13 +24,24 @@ from lookalike.artifacts import (
     read_json,
     sha256_file,
     sweep_stale_temp_files,
+    verify_checksum,
     write_json,
 )
 from lookalike.config import LookalikeConfig
 from lookalike.errors import InputError
 from lookalike.features import compute_features, parse_as_of
-from lookalike.ingest import align_id_dtype, load_conversions, load_events, load_profiles, resolve_files
+from lookalike.ingest import (
+    Table,
+    align_id_dtype,
+    load_conversions,
+    load_events,
+    load_profiles,
+    resolve_files,
+)
+from lookalike.privacy import proxy_warnings, read_denied_columns
 from lookalike.schema import USER_ID
+from lookalike.spec import FeatureSpec
+from lookalike.suppression import drop_listed, suppressed_ids
 from lookalike.workdir import BuildPaths, Workdir
 
 PACKAGE_VERSION = version("lookalike")
@@ -57,7 +68,10 @@ def fingerprint_inputs(request: BuildRequest) -> dict[str, Any]:
     if request.events is None and request.profiles is None:
         raise InputError("inputs", "need at least one of --events or --profiles")
     prints = {}
-    for kind, path in request.inputs().items():
+    inputs = request.inputs()
+    if request.config.privacy.suppression_list is not None:
+        inputs["suppression"] = request.config.privacy.suppression_list
+    for kind, path in inputs.items():
         files = resolve_files(path)
         prints[kind] = {
             "path": path,
@@ -106,20 +120,32 @@ def reusable(build: BuildPaths) -> bool:
     return True
 
 
-def step_features(build: BuildPaths, request: BuildRequest) -> dict[str, Any]:
-    """Validate the inputs, write the feature table, its spec and the population's conversions."""
+def step_features(build: BuildPaths, request: BuildRequest,
+                  progress: Progress = print) -> dict[str, Any]:
+    """Validate the inputs, write the feature table, its spec and the population's conversions.
+
+    Users on ``privacy.suppression_list`` are dropped from every input table first, so no later
+    step sees them. Proxy warnings (allowed features standing in for ``ingest.deny_columns``) go
+    into the report and through ``progress``.
+    """
     cfg = request.config
-    events = load_events(request.events, csv_separator=cfg.ingest.csv_separator) if request.events else None
-    profiles = (
-        load_profiles(request.profiles, deny_columns=cfg.ingest.deny_columns,
-                      csv_separator=cfg.ingest.csv_separator)
-        if request.profiles else None
-    )
-    conversions = load_conversions(request.conversions, csv_separator=cfg.ingest.csv_separator)
+    separator = cfg.ingest.csv_separator
+    suppressed = suppressed_ids(cfg)
+    events = _without(suppressed, load_events(request.events, csv_separator=separator)
+                      if request.events else None)
+    profiles = _without(suppressed, load_profiles(request.profiles,
+                                                  deny_columns=cfg.ingest.deny_columns,
+                                                  csv_separator=separator)
+                        if request.profiles else None)
+    conversions = load_conversions(request.conversions, csv_separator=separator)
     result = compute_features(events, profiles, build.features, build.spec,
                               as_of=parse_as_of(request.as_of), config=cfg)
-    conversion_report = write_population_conversions(conversions.frame, request.conversions,
-                                                     build.features, build.conversions)
+    conversion_report = write_population_conversions(
+        drop_listed(conversions.frame, suppressed), request.conversions, build.features,
+        build.conversions)
+    warnings = build_proxy_warnings(build, request)
+    for warning in warnings:
+        progress(f"warning: {warning}")
     reports = {
         "events": asdict(events.report) if events else None,
         "profiles": asdict(profiles.report) if profiles else None,
@@ -127,9 +153,33 @@ def step_features(build: BuildPaths, request: BuildRequest) -> dict[str, Any]:
         "features": {"n_users": result.n_users, "n_numeric": result.n_numeric,
                      "n_categorical": result.n_categorical, "as_of": str(result.as_of),
                      "notes": result.notes},
+        "privacy": {"suppressed_users": 0 if suppressed is None else len(suppressed),
+                    "denied_columns": cfg.ingest.deny_columns, "proxy_warnings": warnings},
     }
     write_json(build.root / "ingest_report.json", reports)
     return reports
+
+
+def _without(suppressed: pl.Series | None, table: Table | None) -> Table | None:
+    if table is None:
+        return None
+    return Table(drop_listed(table.frame, suppressed), table.report)
+
+
+def build_proxy_warnings(build: BuildPaths, request: BuildRequest) -> list[str]:
+    """Proxy warnings of the build's features against the profiles' denied columns."""
+    cfg = request.config
+    if request.profiles is None or not cfg.ingest.deny_columns:
+        return []
+    denied = read_denied_columns(request.profiles, cfg.ingest.deny_columns,
+                                 csv_separator=cfg.ingest.csv_separator)
+    if denied.width <= 1:
+        return []
+    spec = FeatureSpec.load(build.spec)
+    features = pl.read_parquet(build.features)
+    found = proxy_warnings(features, denied, categorical=[f.name for f in spec.categorical],
+                           config=cfg.privacy)
+    return [str(w) for w in found]
 
 
 def write_population_conversions(conversions: pl.LazyFrame, path: str, features_path: Path,
@@ -199,11 +249,6 @@ def step_index_manifest(build: BuildPaths, request: BuildRequest,
 def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,
                    fingerprints: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
     """Write the manifest last (checksums of every file) and make the build current."""
-    files = {
-        str(p.relative_to(build.root)): sha256_file(p)
-        for p in sorted(build.root.rglob("*"))
-        if p.is_file() and p != build.manifest and "checkpoints" not in p.parts
-    }
     manifest = {
         "build_id": build.build_id,
         "created_at": datetime.now(UTC).isoformat(),
@@ -213,12 +258,58 @@ def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,
         "config_fingerprint": request.config.fingerprint(),
         "inputs": fingerprints,
         "steps": steps,
-        "files": files,
+        "files": file_checksums(build),
     }
     write_json(build.manifest, manifest)
     workdir.set_current(build.build_id)
     return manifest
 
 
+def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = print) -> BuildPaths:
+    """Every step in this process, one after the other (what the build flow runs as tasks).
+
+    A complete build with the same id is reused; an interrupted one continues (training from its
+    last checkpoint). Returns the build, which is then current.
+
+    Example::
+
+        build = run_build(Workdir("work"), BuildRequest(events="events.parquet", profiles=None,
+                                                        conversions="conversions.parquet"))
+    """
+    build, fingerprints = prepare_build(workdir, request)
+    if reusable(build):
+        progress(f"inputs and config unchanged: reusing build {build.build_id}")
+        workdir.set_current(build.build_id)
+        return build
+    steps: dict[str, Any] = {"features": step_features(build, request, progress)}
+    steps["train"] = step_train(build, request, progress)
+    steps["embed"] = step_embed(build, progress)
+    shards = [step_index_shard(build, request, s) for s in range(request.config.index.shards)]
+    steps["index"] = step_index_manifest(build, request, shards)
+    finalize_build(workdir, build, request, fingerprints, steps)
+    return build
+
+
+def file_checksums(build: BuildPaths) -> dict[str, str]:
+    """sha256 of every file of the build but the manifest and training checkpoints."""
+    return {
+        str(p.relative_to(build.root)): sha256_file(p)
+        for p in sorted(build.root.rglob("*"))
+        if p.is_file() and p != build.manifest and "checkpoints" not in p.parts
+    }
+
+
 def load_manifest(build: BuildPaths) -> dict[str, Any]:
     return read_json(build.manifest)
+
+
+def verify_build(build: BuildPaths) -> dict[str, Any]:
+    """Check every file the manifest lists against its sha256; return the manifest.
+
+    Raises:
+        ArtifactError: a missing manifest, or a listed file missing or modified.
+    """
+    manifest = load_manifest(build)
+    for name, digest in manifest["files"].items():
+        verify_checksum(build.root / name, digest)
+    return manifest

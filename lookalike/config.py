@@ -213,6 +213,12 @@ class PrivacyConfig(_Section):
         description="Two exports whose seed lists differ in fewer users than this (but not zero) are "
         "flagged: the difference of their audiences would reveal the few changed seeds.",
     )
+    suppression_list: str | None = Field(
+        None,
+        description="User list (Parquet/CSV with a user_id column) of opted-out users: dropped from "
+        "every input table at ingest (so from features, training, embeddings and index) and never "
+        "exported, even from a build made before they opted out. Its content is part of the build id.",
+    )
 
 
 class AudienceSpec(_Section):

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import json
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,7 +47,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lookalike.artifacts import atomic_write, read_json, sha256_file
+from lookalike.artifacts import (
+    atomic_write,
+    read_json,
+    sha256_file,
+    sweep_temp_files_of,
+    verify_checksum,
+)
 from lookalike.audience import (
     ExactSearch,
     Expansion,
@@ -65,20 +73,37 @@ from lookalike.audience import (
 from lookalike.audience_report import (
     feature_differences,
     reach_curve,
+    report_paths,
     score_quantiles,
     tier_counts,
     write_report,
 )
 from lookalike.config import AudienceConfig, LookalikeConfig
-from lookalike.errors import ArtifactError, AudienceError
+from lookalike.errors import ArtifactError, AudienceError, InputError
+from lookalike.hashing import Kind, Platform, hash_identifiers
 from lookalike.index import AnnIndex
-from lookalike.ingest import load_user_list
+from lookalike.ingest import load_user_list, scan_table
+from lookalike.privacy import seed_overlap_guard
+from lookalike.schema import USER_ID
 from lookalike.spec import FeatureSpec
+from lookalike.suppression import is_listed, suppressed_ids
 from lookalike.workdir import BuildPaths, Workdir
 
 METADATA_PREFIX = "lookalike."
 ROW_GROUP_SIZE = 1_000_000
 LAST_EXPORT_NAME = "last.parquet"
+LAST_SEEDS_NAME = "last_seeds.parquet"  # keyed hashes of the last export's seed ids, never the ids
+SEED_KEY_NAME = ".seed_key"  # per-workdir HMAC key: ids cannot be recovered by hashing candidates
+# Files of a build an export reads, verified against the build manifest before any is parsed.
+EXPORT_READS = (
+    "embeddings/users.parquet",
+    "embeddings/embeddings.npy",
+    "embeddings/embeddings.json",
+    "features.parquet",
+    "feature_spec.json",
+    "model/model.json",
+    "index/index.json",
+)
 
 Progress = Callable[[str], Any]
 
@@ -108,7 +133,8 @@ class Selection:
     seeds: Seeds
     excluded: IdMatch | None
     eligible: IdMatch | None
-    candidates: np.ndarray  # bool [N]: eligible, not excluded, not a seed (unless kept)
+    candidates: np.ndarray  # bool [N]: eligible, not excluded/suppressed, not a seed (unless kept)
+    suppressed: int  # population users on the suppression list (never exported)
 
     @property
     def n_candidates(self) -> int:
@@ -130,6 +156,7 @@ def export_audience(
     exclude_seeds: bool = True,
     config: LookalikeConfig = LookalikeConfig(),
     search: NeighbourSearch | None = None,
+    hashing: HashingRequest | None = None,
     progress: Progress = print,
 ) -> ExportResult:
     """Expand a seed list into the ``size`` (or ``fraction`` of eligible) most similar users.
@@ -146,10 +173,18 @@ def export_audience(
         exclude_seeds: keep seeds out of the audience (default).
         search: replaces the build's index (the default; exact search over the eligible users
             when an eligible list leaves at most ``audience.exact_search_max_candidates``).
+        hashing: add a ``hashed_email`` or ``hashed_phone`` column for ad-platform upload.
         progress: called with one line per stage.
 
+    Privacy rules: users on ``privacy.suppression_list`` are never exported (nor used as seeds),
+    even when the build predates their opt-out; a seed list differing from the previous export of
+    the same name in fewer than ``privacy.min_seed_difference`` users (but not zero) is refused.
+    The build's files are verified against its manifest before any is read; nothing is written
+    unless every check passes.
+
     Raises:
-        AudienceError: too few seeds, an audience below ``audience.min_audience_size``.
+        AudienceError: too few seeds, an audience below ``audience.min_audience_size``, a seed
+            list too close to the previous export's.
         InputError: an unreadable or invalid seed, exclusion or eligible file.
         ArtifactError: a missing or inconsistent build artifact.
 
@@ -163,12 +198,18 @@ def export_audience(
     out = Path(out)
     strategy = strategy or cfg.strategy
     timings: dict[str, float] = {}
+    last_export = last_export_path(build, name or out.stem)
+    for target in (out, *report_paths(out), last_export, last_export.with_name(LAST_SEEDS_NAME)):
+        sweep_temp_files_of(target)
     with _timed(timings, "load"):
+        verify_export_inputs(build)
         population = load_population(build)
         model_build_id = read_model_build_id(build)
     with _timed(timings, "seeds"):
         lists = {"seeds": seeds, "exclude": exclude, "eligible": eligible}
         selection = select_users(population, lists, exclude_seeds, config, progress)
+        seed_ids = population.ids[selection.seeds.rows]
+        guard_seed_difference(seed_ids, last_export.with_name(LAST_SEEDS_NAME), config)
         target = resolve_size(size, fraction, selection.n_candidates, cfg.min_audience_size)
     if search is None:
         search = _LazySearch(
@@ -189,8 +230,11 @@ def export_audience(
     with _timed(timings, "nearest_seed"):
         nearest, similarity = nearest_seeds(population.embeddings, expansion.rows, seed_vectors)
     tiers = assign_tiers(len(expansion.rows), cfg.tiers, selection.n_candidates)
-    seed_ids = population.ids[selection.seeds.rows]
     table = audience_table(population.ids, expansion, tiers, seed_ids[nearest])
+    hashed = None
+    if hashing is not None:
+        with _timed(timings, "hash"):
+            table, hashed = add_hashed_identifiers(table, hashing, config.ingest.csv_separator)
     parameters = {
         **{k: None if v is None else str(v) for k, v in lists.items()},
         "strategy": strategy,
@@ -213,7 +257,6 @@ def export_audience(
     with _timed(timings, "write"):
         write_audience(table, out, metadata)
     progress(f"wrote {table.num_rows} users to {out}")
-    last_export = last_export_path(build, name or out.stem)
     with _timed(timings, "report"):
         report = {
             "audience": {
@@ -235,10 +278,12 @@ def export_audience(
             "features": _why_these_people(build, population, expansion, selection, cfg),
             "overlap": overlap_with_previous(table.column("user_id"), last_export),
             "warnings": selection.seeds.report.warnings,
+            "suppressed_users": selection.suppressed,
+            "hashing": hashed,
             "timings_s": timings,
         }
         report_json, report_md = write_report(report, out)
-        remember_export(table.column("user_id"), last_export, metadata)
+        remember_export(table.column("user_id"), seed_ids, last_export, metadata)
     summary = {
         "size": table.num_rows,
         "strategy": strategy,
@@ -246,6 +291,7 @@ def export_audience(
         "eligible_users": selection.n_candidates,
         "tiers": report["tiers"],
         "overlap_jaccard": None if report["overlap"] is None else report["overlap"]["jaccard"],
+        "hashing": hashed,
         "warnings": report["warnings"],
         "timings_s": timings,
     }
@@ -260,6 +306,26 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 # --- inputs -------------------------------------------------------------------------------------
+
+
+def verify_export_inputs(build: BuildPaths) -> None:
+    """Check the files an export reads against the build manifest (or, in a build folder without
+    one, the embeddings against ``embeddings.json``) before any is parsed.
+
+    Raises:
+        ArtifactError: a file listed there that is missing or whose sha256 differs.
+    """
+    if build.manifest.is_file():
+        listed = read_json(build.manifest).get("files", {})
+        for name in EXPORT_READS:
+            if name in listed:
+                verify_checksum(build.root / name, listed[name])
+        return
+    embeddings_json = build.embeddings_dir / "embeddings.json"
+    if embeddings_json.is_file():
+        info = read_json(embeddings_json)
+        verify_checksum(build.embeddings, info["embeddings_sha256"])
+        verify_checksum(build.users, info["users_sha256"])
 
 
 def load_population(build: BuildPaths) -> Population:
@@ -298,6 +364,12 @@ def select_users(
     seed_table, seed_read = load_user_list(
         str(lists["seeds"]), kind="seed list", with_weight=True, csv_separator=separator
     )
+    suppressed = suppressed_ids(config)
+    opted_out = np.zeros(len(population.ids), dtype=bool)
+    if suppressed is not None:
+        seed_table = seed_table.filter(~is_listed(pl.col(USER_ID), suppressed))
+        opted_out = population.ids.to_frame().select(is_listed(pl.col(USER_ID), suppressed))
+        opted_out = opted_out.to_series().to_numpy()
     seeds = validate_seeds(
         seed_table,
         population.ids,
@@ -316,7 +388,7 @@ def select_users(
         eligible_rows=None if eligible is None else eligible.rows,
         exclude_seeds=exclude_seeds,
     )
-    return Selection(seeds, excluded, eligible, candidates)
+    return Selection(seeds, excluded, eligible, candidates & ~opted_out, int(opted_out.sum()))
 
 
 def _matched_list(
@@ -505,6 +577,113 @@ def last_export_path(build: BuildPaths, name: str) -> Path:
     return Workdir(build.root.parent.parent).audience_dir(name) / LAST_EXPORT_NAME
 
 
-def remember_export(user_ids: pa.ChunkedArray, last_export: Path, metadata: dict[str, str]) -> None:
-    """Keep this export's ids (and metadata) for the next export's overlap report."""
+def remember_export(
+    user_ids: pa.ChunkedArray, seed_ids: pl.Series, last_export: Path, metadata: dict[str, str]
+) -> None:
+    """Keep this export's ids (for the overlap report) and its hashed seed ids (for the guard)."""
     write_audience(pa.table({"user_id": user_ids}), last_export, metadata)
+    seeds = pa.table({"seed_sha256": hashed_ids(seed_ids, seed_key(last_export.parent)).to_arrow()})
+    write_audience(seeds, last_export.with_name(LAST_SEEDS_NAME), metadata)
+
+
+def hashed_ids(ids: pl.Series, key: bytes) -> pl.Series:
+    """HMAC-SHA256 hex of each id's text: comparable between exports without keeping the ids
+    (a plain hash of an integer id is reversed by hashing every possible id)."""
+    text = ids.cast(pl.String).to_list()
+    return pl.Series(
+        "seed_sha256", [hmac.new(key, t.encode(), hashlib.sha256).hexdigest() for t in text]
+    )
+
+
+def seed_key(audience_dir: Path) -> bytes:
+    """The workdir's random key for :func:`hashed_ids` (``audiences/.seed_key``), made once."""
+    path = audience_dir.parent / SEED_KEY_NAME
+    if not path.is_file():
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def guard_seed_difference(seed_ids: pl.Series, last_seeds: Path, config: LookalikeConfig) -> None:
+    """Refuse seeds that differ from the previous export's in a few users (differencing attack).
+
+    Raises:
+        AudienceError: ``0 < difference < privacy.min_seed_difference``.
+    """
+    if not last_seeds.is_file():
+        return
+    previous = pl.read_parquet(last_seeds).get_column("seed_sha256")
+    current = hashed_ids(seed_ids, seed_key(last_seeds.parent))
+    check = seed_overlap_guard(previous, current, config.privacy.min_seed_difference)
+    check.raise_if_flagged()
+
+
+def erase_from_last_export(audience_dir: Path, erased: pl.Series) -> int:
+    """Drop erased users from an audience name's last export and hashed seeds; rows removed."""
+    removed = 0
+    last_export, last_seeds = audience_dir / LAST_EXPORT_NAME, audience_dir / LAST_SEEDS_NAME
+    if last_export.is_file():
+        removed += _drop_rows(last_export, ~is_listed(pl.col(USER_ID), erased))
+    if last_seeds.is_file():
+        erased_hashes = hashed_ids(erased, seed_key(audience_dir)).implode()
+        removed += _drop_rows(last_seeds, ~pl.col("seed_sha256").is_in(erased_hashes))
+    return removed
+
+
+def _drop_rows(path: Path, keep: pl.Expr) -> int:
+    metadata = read_audience_metadata(path)
+    table = pl.read_parquet(path)
+    kept = table.filter(keep)
+    if kept.height < table.height:
+        write_audience(kept.to_arrow(), path, metadata)
+    return table.height - kept.height
+
+
+# --- identifiers hashed for ad platforms --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HashingRequest:
+    """Map audience users to emails or phones and hash them for ``platform``.
+
+    ``identifiers`` is a table (Parquet/CSV) with ``user_id`` and the identifier column, named
+    ``column`` (default: ``kind``, i.e. ``email`` or ``phone``). ``default_country_code`` reads
+    national phone numbers (see :mod:`lookalike.hashing`).
+    """
+
+    kind: Kind
+    platform: Platform
+    identifiers: str
+    column: str | None = None
+    default_country_code: str | None = None
+
+
+def add_hashed_identifiers(
+    table: pa.Table, request: HashingRequest, csv_separator: str = ","
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The audience with a ``hashed_<kind>`` column (null where missing or invalid) and counts."""
+    column = request.column or request.kind
+    frame, _ = scan_table(request.identifiers, csv_separator=csv_separator)
+    names = frame.collect_schema().names()
+    if USER_ID not in names or column not in names:
+        raise InputError(request.identifiers, f"needs columns {USER_ID!r} and {column!r}",
+                         fix="pass a table of user ids and their identifiers, or --id-column")
+    mapping = (
+        frame.select(pl.col(USER_ID).cast(pl.String), pl.col(column).cast(pl.String))
+        .unique(subset=USER_ID, keep="first")
+    )
+    audience = pl.DataFrame({USER_ID: pl.Series(table.column(USER_ID)).cast(pl.String)})
+    values = audience.lazy().join(mapping, on=USER_ID, how="left", maintain_order="left")
+    values = values.collect().get_column(column)
+    missing = int(values.is_null().sum())
+    result = hash_identifiers(values, request.kind, platform=request.platform,
+                              default_country_code=request.default_country_code)
+    counts = {
+        "kind": request.kind,
+        "platform": request.platform,
+        "hashed": int(result.hashes.is_not_null().sum()),
+        "prehashed": result.prehashed,
+        "missing": missing,
+        "invalid": result.invalid - missing,
+    }
+    return table.append_column(f"hashed_{request.kind}", result.hashes.to_arrow()), counts

@@ -127,7 +127,11 @@ def event_feature_frame(events: pl.LazyFrame, as_of: datetime, config: FeatureCo
         pl.col("event_time").dt.date().n_unique().alias("active_days"),
     ]
     if "value" in columns:
-        exprs += [pl.col("value").sum().alias("value_sum"), pl.col("value").mean().alias("value_mean"),
+        # A float sum depends on the order rows reach their group, which varies between runs; a
+        # rebuild must give the same bytes. Polars drops a sort before a plain sum as order-free,
+        # so the sorted values are summed as a list.
+        ordered = pl.col("value").drop_nulls().sort().implode().list
+        exprs += [ordered.sum().alias("value_sum"), ordered.mean().alias("value_mean"),
                   pl.col("value").max().alias("value_max")]
     if "item_id" in columns:
         exprs.append(pl.col("item_id").drop_nulls().n_unique().alias("n_items"))
