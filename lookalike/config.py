@@ -117,7 +117,9 @@ class TrainConfig(_Section):
         10, ge=3, description="Conversion types with fewer converters are left out of training."
     )
     patience: int = Field(10, ge=1, description="Epochs without validation gain before stopping.")
-    time_budget_seconds: float = Field(600.0, gt=0.0)
+    time_budget_seconds: float = Field(
+        240.0, gt=0.0, description="Training stops after this many seconds of epochs (1M users: ~5 min in all)."
+    )
     held_back_types: list[str] = Field(
         default_factory=list, description="Conversion types never used in training."
     )
