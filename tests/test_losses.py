@@ -152,27 +152,37 @@ def _leaves(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]
     return anchor.clone().requires_grad_(), candidate.clone().requires_grad_()
 
 
+def _check_against_reference(
+    pairs: PairLosses, got: dict, expected: dict, reference_loss: torch.Tensor,
+    leaves: tuple[torch.Tensor, torch.Tensor], reference_leaves: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    """Per-pair values and the reduced loss's gradients equal the naive loop's."""
+    assert got.keys() == expected.keys() and len(expected) > 0
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value)
+    grads = torch.autograd.grad(mean_pair_loss(pairs), leaves)
+    grads_ref = torch.autograd.grad(reference_loss, reference_leaves)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref)
+
+
+def _masks(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return pair_masks(
+        batch["anchor_users"], batch["anchor_types"], batch["batch_users"], batch["batch_labels"]
+    )
+
+
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("temperature", [0.05, 0.1, 1.0])
 def test_info_nce_matches_naive_loop_values_and_gradients(seed: int, temperature: float) -> None:
     batch = random_batch(seed)
     anchor, candidate = _leaves(batch)
-    positive, negative = pair_masks(
-        batch["anchor_users"], batch["anchor_types"], batch["batch_users"], batch["batch_labels"]
-    )
-    pairs = info_nce_loss(anchor, candidate, positive, negative, temperature=temperature)
-    got = as_dict(pairs, with_kind=False)
+    pairs = info_nce_loss(anchor, candidate, *_masks(batch), temperature=temperature)
     anchor_ref, candidate_ref = _leaves(batch)
     expected = naive_info_nce(batch, anchor_ref, candidate_ref, temperature)
-
-    assert got.keys() == expected.keys() and len(expected) > 0
-    for key, value in expected.items():
-        torch.testing.assert_close(got[key], value)
-    grads = torch.autograd.grad(mean_pair_loss(pairs), (anchor, candidate))
     reference = sum(expected.values()) / len(expected)
-    grads_ref = torch.autograd.grad(reference, (anchor_ref, candidate_ref))
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
+    _check_against_reference(pairs, as_dict(pairs, with_kind=False), expected, reference,
+                             (anchor, candidate), (anchor_ref, candidate_ref))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -180,21 +190,11 @@ def test_info_nce_matches_naive_loop_values_and_gradients(seed: int, temperature
 def test_margin_loss_matches_naive_loop_values_and_gradients(seed: int, margin: float) -> None:
     batch = random_batch(seed)
     anchor, candidate = _leaves(batch)
-    positive, negative = pair_masks(
-        batch["anchor_users"], batch["anchor_types"], batch["batch_users"], batch["batch_labels"]
-    )
-    pairs = margin_contrastive_loss(anchor, candidate, positive, negative, margin=margin)
-    got = as_dict(pairs, with_kind=True)
+    pairs = margin_contrastive_loss(anchor, candidate, *_masks(batch), margin=margin)
     anchor_ref, candidate_ref = _leaves(batch)
     expected = naive_margin(batch, anchor_ref, candidate_ref, margin)
-
-    assert got.keys() == expected.keys()
-    for key, value in expected.items():
-        torch.testing.assert_close(got[key], value)
-    grads = torch.autograd.grad(mean_pair_loss(pairs), (anchor, candidate))
-    grads_ref = torch.autograd.grad(naive_reduce(expected), (anchor_ref, candidate_ref))
-    for g, g_ref in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(g, g_ref)
+    _check_against_reference(pairs, as_dict(pairs, with_kind=True), expected, naive_reduce(expected),
+                             (anchor, candidate), (anchor_ref, candidate_ref))
 
 
 def test_anchor_without_negatives_gives_no_pairs_and_finite_gradients() -> None:
