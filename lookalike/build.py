@@ -28,7 +28,7 @@ from lookalike.artifacts import (
     write_json,
 )
 from lookalike.config import LookalikeConfig
-from lookalike.errors import InputError
+from lookalike.errors import ArtifactError, InputError
 from lookalike.features import compute_features, parse_as_of
 from lookalike.ingest import (
     Table,
@@ -112,11 +112,11 @@ def reusable(build: BuildPaths) -> bool:
     """
     if not build.is_complete():
         return False
-    for name, expected in load_manifest(build)["files"].items():
-        path = build.root / name
-        if not path.is_file() or sha256_file(path) != expected:
-            build.manifest.unlink(missing_ok=True)
-            return False
+    try:
+        verify_build(build)
+    except ArtifactError:
+        build.manifest.unlink(missing_ok=True)
+        return False
     return True
 
 
@@ -222,10 +222,6 @@ def step_embed(build: BuildPaths, progress: Progress = print) -> dict[str, Any]:
     return read_json(paths.manifest)
 
 
-def model_build_id(build: BuildPaths) -> str:
-    return read_json(build.model_dir / "model.json")["model_build_id"]
-
-
 def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int) -> dict[str, Any]:
     """Build one shard's HNSW index (shards are independent: a task runner may run them at once)."""
     from lookalike.index import build_shard
@@ -241,7 +237,7 @@ def step_index_manifest(build: BuildPaths, request: BuildRequest,
     from lookalike.index import ShardInfo, write_index_manifest
 
     manifest = write_index_manifest(build.index_dir, [ShardInfo(**s) for s in shards],
-                                    request.config.index, model_build_id(build), build.embeddings)
+                                    request.config.index, build.model_build_id(), build.embeddings)
     return {"recall_at_10": manifest.recall_at_10, "recall_at_100": manifest.recall_at_100,
             "count": manifest.element_count, "shards": len(shards)}
 

@@ -204,7 +204,7 @@ def export_audience(
     with _timed(timings, "load"):
         verify_export_inputs(build)
         population = load_population(build)
-        model_build_id = read_model_build_id(build)
+        model_build_id = build.model_build_id()
     with _timed(timings, "seeds"):
         lists = {"seeds": seeds, "exclude": exclude, "eligible": eligible}
         selection = select_users(population, lists, exclude_seeds, config, progress)
@@ -341,15 +341,6 @@ def load_population(build: BuildPaths) -> Population:
             "users; the embeddings belong to another population: re-run the embedding step"
         )
     return Population(ids, embeddings)
-
-
-def read_model_build_id(build: BuildPaths) -> str:
-    """The ``model_build_id`` from ``model/model.json``."""
-    model_json = build.model_dir / "model.json"
-    info = read_json(model_json)
-    if "model_build_id" not in info:
-        raise ArtifactError(f"{model_json} has no model_build_id; re-run training")
-    return str(info["model_build_id"])
 
 
 def select_users(

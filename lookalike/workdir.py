@@ -73,6 +73,14 @@ class BuildPaths:
     def is_complete(self) -> bool:
         return self.manifest.is_file()
 
+    def model_build_id(self) -> str:
+        """The ``model_build_id`` recorded in ``model/model.json``."""
+        model_json = self.model_dir / "model.json"
+        info = read_json(model_json)
+        if "model_build_id" not in info:
+            raise ArtifactError(f"{model_json} has no model_build_id; re-run training")
+        return str(info["model_build_id"])
+
 
 class Workdir:
     """A folder that keeps versioned builds and knows which one is current."""
