@@ -42,7 +42,7 @@ from lookalike.validation import raw_feature_vectors
 
 Progress = Callable[[str], Any]
 ACTIVITY_COLUMN = "n_events_total"
-TWO_TOWER_STRATEGIES = ("knn", "clusters", "centroid")
+TWO_TOWER_STRATEGIES = ("knn", "clusters", "centroid", "contrast")
 
 
 @dataclass(frozen=True)
@@ -311,7 +311,13 @@ def strategy_scores(
     if strategy == "knn":
         size = cutoff_size(max(task.config.evaluate.cutoffs), n_eligible)
     problem = ExpansionProblem(
-        vectors, seed_vectors, np.ones(len(seed_vectors)), task.seed_rows, n_eligible, size
+        embeddings=vectors,
+        seed_vectors=seed_vectors,
+        seed_weights=np.ones(len(seed_vectors)),
+        seed_rows=task.seed_rows,
+        excluded=task.seed_rows,
+        n_candidates=n_eligible,
+        size=size,
     )
     expansion = expand_seeds(problem, ExactSearch(vectors), strategy, task.config.audience)
     scores = np.full(len(vectors), -np.inf)

@@ -10,7 +10,8 @@ rank          int64                     1 = most similar
 score         float64                   the strategy's score, non-increasing with rank
 tier          float64                   smallest configured band t with rank <= t * eligible
                                         users, else 1.0 (``WHERE tier <= 0.05``)
-nearest_seed  the population's id type  the seed most similar to this user
+nearest_seed  the population's id type  the seed most similar to this user (knn: among the
+                                        seeds whose neighbour lists reached the user)
 ============  ========================  =========================================================
 
 "Eligible users" are the population users on the eligible list (everyone without one), minus the
@@ -220,6 +221,7 @@ def export_audience(
         embeddings=population.embeddings,
         seed_vectors=seed_vectors,
         seed_weights=selection.seeds.weights,
+        seed_rows=selection.seeds.rows,
         excluded=np.flatnonzero(~selection.candidates),
         n_candidates=selection.n_candidates,
         size=target,
@@ -228,7 +230,9 @@ def export_audience(
     with _timed(timings, "expand"):
         expansion = _apply_min_score(expand_seeds(problem, search, strategy, cfg), min_score, cfg)
     with _timed(timings, "nearest_seed"):
-        nearest, similarity = nearest_seeds(population.embeddings, expansion.rows, seed_vectors)
+        nearest, similarity = expansion.listed_nearest or nearest_seeds(
+            population.embeddings, expansion.rows, seed_vectors
+        )
     tiers = assign_tiers(len(expansion.rows), cfg.tiers, selection.n_candidates)
     table = audience_table(population.ids, expansion, tiers, seed_ids[nearest])
     hashed = None

@@ -54,6 +54,48 @@ def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[l
     return [r for r, _ in ranked], [s for _, s in ranked]
 
 
+def naive_listing_seed(embeddings, seed_vectors, allowed, k, rows) -> list[tuple[int, float]]:
+    """Per row: the seed with the largest similarity among the seeds whose k-NN lists hold it."""
+    best: dict[int, tuple[int, float]] = {}
+    for s, query in enumerate(seed_vectors.astype(np.float64)):
+        for sim, row in naive_neighbours(embeddings, query, allowed, k):
+            if row not in best or sim > best[row][1]:
+                best[row] = (s, sim)
+    return [best[row] for row in rows]
+
+
+def newton_logistic(x, y, sample_weight, c) -> np.ndarray:
+    """[w..., b] minimizing c * sum(s_i * logloss_i) + |w|^2 / 2 by Newton steps (no sklearn)."""
+    design = np.c_[x, np.ones(len(x))].astype(np.float64)
+    penalty = np.eye(design.shape[1]) / c
+    penalty[-1, -1] = 0.0
+    theta = np.zeros(design.shape[1])
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-design @ theta))
+        gradient = design.T @ (sample_weight * (p - y)) + penalty @ theta
+        hessian = (design * (sample_weight * p * (1 - p))[:, None]).T @ design + penalty
+        theta -= np.linalg.solve(hessian, gradient)
+    return theta
+
+
+def naive_contrast(embeddings, seed_vectors, seed_weights, allowed, c) -> dict[int, float]:
+    """Cross-fitted balanced logistic regression, every allowed row in the background sample."""
+    halves = np.array_split(np.flatnonzero(allowed), 2)
+    thetas = []
+    for half in halves:
+        x = np.vstack([seed_vectors, embeddings[half]])
+        y = np.r_[np.ones(len(seed_vectors)), np.zeros(len(half))]
+        balance = np.where(y == 1, len(y) / (2 * len(seed_vectors)), len(y) / (2 * len(half)))
+        relative = seed_weights / seed_weights.mean()
+        thetas.append(newton_logistic(x, y, balance * np.r_[relative, np.ones(len(half))], c))
+    scores = {}
+    for half, theta in zip(halves, reversed(thetas), strict=True):
+        for row in half:
+            logit = float(np.dot(embeddings[row], theta[:-1]) + theta[-1])
+            scores[int(row)] = 1.0 / (1.0 + np.exp(-logit))
+    return scores
+
+
 def naive_max_cosine(embeddings, centres, allowed, size) -> tuple[list[int], list[float]]:
     """Every allowed row scored by its largest cosine to any centre, best first."""
     scores = []
@@ -92,6 +134,7 @@ def make_problem(embeddings, seed_rows, size, *, weights=None, excluded_rows=Non
         embeddings=embeddings,
         seed_vectors=np.asarray(embeddings[seed_rows]),
         seed_weights=np.ones(len(seed_rows)) if weights is None else weights,
+        seed_rows=np.asarray(seed_rows),
         excluded=np.flatnonzero(~allowed),
         n_candidates=int(allowed.sum()),
         size=size,
@@ -154,6 +197,10 @@ def test_knn_matches_the_naive_reference(embeddings, weighted):
                              80)
     assert result.rows.tolist() == rows
     np.testing.assert_allclose(result.scores, scores, atol=1e-6)
+    nearest, similarity = result.listed_nearest
+    expected = naive_listing_seed(embeddings, problem.seed_vectors, allowed, k, rows)
+    assert nearest.tolist() == [seed for seed, _ in expected]
+    np.testing.assert_allclose(similarity, [sim for _, sim in expected], atol=1e-6)
 
 
 def test_knn_grows_k_until_enough_distinct_candidates(embeddings):
@@ -222,10 +269,46 @@ def test_default_cluster_count_grows_with_seeds_and_is_capped():
     assert [default_cluster_count(s, 32) for s in (1, 8, 200, 50_000)] == [1, 2, 10, 32]
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_contrast_matches_a_newton_logistic_regression(embeddings, weighted):
+    seeds = seeds_in_clusters(N, (1,), 40)
+    weights = np.random.default_rng(8).uniform(0.2, 2.0, len(seeds)) if weighted else None
+    problem, allowed = make_problem(embeddings, seeds, 90, weights=weights,
+                                    excluded_rows=np.arange(0, N, 9))
+    config = AudienceConfig(contrast_background=N, contrast_c=0.5)
+    result = expand_seeds(problem, ExactSearch(embeddings), "contrast", config)
+    expected = naive_contrast(embeddings, problem.seed_vectors, problem.seed_weights, allowed, 0.5)
+    ranked = sorted(expected.items(), key=lambda p: (-p[1], p[0]))[:90]
+    np.testing.assert_allclose(result.scores, [score for _, score in ranked], atol=2e-4)
+    assert len(set(result.rows.tolist()) ^ {row for row, _ in ranked}) <= 4  # ties at the edge
+
+
+def test_contrast_recovers_a_half_space():
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(3000, 8))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    direction = np.eye(8)[0]
+    projection = vectors @ direction
+    seeds = rng.choice(np.flatnonzero(projection > 0.6), 60, replace=False)
+    problem, _ = make_problem(vectors, seeds, 50)
+    result = expand_seeds(problem, ExactSearch(vectors), "contrast", AudienceConfig())
+    assert projection[result.rows].min() > 0.5
+
+
 def test_unknown_strategy_is_refused(embeddings):
     problem, _ = make_problem(embeddings, np.arange(10), 5)
     with pytest.raises(AudienceError, match="unknown strategy"):
         expand_seeds(problem, ExactSearch(embeddings), "magic", AudienceConfig())
+
+
+def test_knn_nearest_seed_is_exact_when_the_lists_reach_every_candidate(embeddings):
+    seeds = seeds_in_clusters(N, (0, 3), 25)
+    problem, _ = make_problem(embeddings, seeds, 60)
+    config = AudienceConfig(neighbours_per_seed=N, top_m=3)
+    result = expand_seeds(problem, ExactSearch(embeddings), "knn", config)
+    exact, exact_similarity = nearest_seeds(embeddings, result.rows, problem.seed_vectors)
+    assert result.listed_nearest[0].tolist() == exact.tolist()
+    np.testing.assert_allclose(result.listed_nearest[1], exact_similarity, atol=1e-6)
 
 
 def test_nearest_seeds_match_argmax(embeddings):
