@@ -24,13 +24,16 @@ from datetime import timedelta
 from pathlib import Path
 
 
-def run_lookalike(data: Path, out: Path) -> dict:
+def run_lookalike(data: Path, out: Path, partition_events: int | None) -> dict:
     from lookalike.config import load_config
     from lookalike.features import compute_features, parse_as_of
     from lookalike.ingest import load_events, load_profiles
 
     truth = json.loads((data / "truth.json").read_text())
     config = load_config(data / "config.yaml")
+    if partition_events is not None:
+        features = {**config.features.model_dump(), "partition_events": partition_events}
+        config = config.model_validate({**config.model_dump(), "features": features})
     started = time.perf_counter()
     events = load_events(str(data / "events.parquet"))
     profiles = load_profiles(str(data / "profiles.parquet"))
@@ -40,7 +43,7 @@ def run_lookalike(data: Path, out: Path) -> dict:
             "features": result.n_numeric + result.n_categorical, "events": events.report.rows}
 
 
-def run_pandas(data: Path, out: Path) -> dict:
+def run_pandas(data: Path, out: Path, partition_events: int | None) -> dict:
     import pandas as pd
 
     truth = json.loads((data / "truth.json").read_text())
@@ -76,15 +79,16 @@ def run_pandas(data: Path, out: Path) -> dict:
 VARIANTS = {"lookalike": run_lookalike, "pandas": run_pandas}
 
 
-def child(variant: str, data: Path, out: Path) -> None:
-    result = VARIANTS[variant](data, out)
+def child(variant: str, data: Path, out: Path, partition_events: int | None) -> None:
+    result = VARIANTS[variant](data, out, partition_events)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def measure(variant: str, data: Path, out: Path) -> dict:
+def measure(variant: str, data: Path, out: Path, partition_events: int | None) -> dict:
+    extra = [] if partition_events is None else ["--partition-events", str(partition_events)]
     completed = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--data", str(data), "--work", str(out)],
+        [sys.executable, __file__, "--child", variant, "--data", str(data), "--work", str(out), *extra],
         check=True, capture_output=True, text=True,
     )
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -99,9 +103,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="JSON results file")
     parser.add_argument("--child", choices=sorted(VARIANTS))
     parser.add_argument("--skip-pandas", action="store_true")
+    parser.add_argument("--partition-events", type=int,
+                        help="override features.partition_events (default: the config's); "
+                        "a number above the event count computes event features in one partition")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.data, args.work)
+        child(args.child, args.data, args.work, args.partition_events)
         return
 
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-features-"))
@@ -113,7 +120,7 @@ def main() -> None:
         generate(data, args.users, events_per_user=args.events_per_user, seed=0)
         print(f"generated {args.users} users in {time.perf_counter() - started:.1f} s (not timed)")
     variants = ["lookalike"] + ([] if args.skip_pandas else ["pandas"])
-    results = {v: measure(v, data, work) for v in variants}
+    results = {v: measure(v, data, work, args.partition_events) for v in variants}
     rows = results["lookalike"]["events"]
     print(f"\n{args.users} users, {rows:,} events\n")
     print("| variant | wall s | events/s | peak RSS MiB | users | features |")
@@ -126,7 +133,8 @@ def main() -> None:
         print(f"\nlookalike is {ratio:.1f}x faster than pandas")
         results["speedup_vs_pandas"] = ratio
     if args.out:
-        args.out.write_text(json.dumps({"users": args.users, "events": rows, **results}, indent=2))
+        args.out.write_text(json.dumps({"users": args.users, "events": rows,
+                                        "partition_events": args.partition_events, **results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,10 @@ class FeatureConfig(_Section):
     )
     n_quantiles: int = Field(256, ge=8, description="Quantiles saved per numeric feature for scaling.")
     scaling_sample: int = Field(200_000, ge=1000, description="Rows sampled to fit the scaling.")
+    partition_events: int = Field(
+        20_000_000, ge=1000, description="Events per user partition when computing event features; "
+        "bounds memory (duplicate removal and the per-user sums hold one partition at a time)."
+    )
 
     @field_validator("windows_days")
     @classmethod

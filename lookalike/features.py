@@ -13,6 +13,7 @@ become "days before as_of".
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -101,15 +102,54 @@ MICROS_PER_DAY = 86_400_000_000
 _AGE = "__age_us"
 _TYPE = "__type_code"
 _CATEGORY = "__category_code"
+# Seed of the user-id hash that splits users into partitions (any fixed value; ids may be text).
+_PARTITION_SEED = 1
 
 
-def event_feature_frame(events: pl.LazyFrame, as_of: datetime, config: FeatureConfig) -> pl.LazyFrame:
-    """One row per user with events before ``as_of`` (exact duplicates dropped): the features above."""
-    past = events.filter(pl.col("event_time") < as_of)
-    columns = set(past.collect_schema().names())
+@dataclass(frozen=True)
+class _TopValues:
+    """Event types and categories with their own columns (value -> column name). Decided once over
+    all past events, so every user partition gets the same columns."""
+
+    types: dict[str, str]
+    categories: dict[str, str] | None  # None without a category column
+
+
+def _decide_top_values(past: pl.LazyFrame, config: FeatureConfig) -> _TopValues:
     taken: set[str] = set()
-    types = _top_values(past, "event_type", config.max_event_types)
-    type_names = _unique_names(types, "n_", taken)
+    types = _unique_names(_top_values(past, "event_type", config.max_event_types), "n_", taken)
+    categories = None
+    if "category" in past.collect_schema().names():
+        top = _top_values(past, "category", config.top_categories)
+        categories = _unique_names(top, "cat_share_", taken)
+    return _TopValues(types, categories)
+
+
+def event_features(events: pl.LazyFrame, as_of: datetime, config: FeatureConfig) -> tuple[pl.DataFrame, int]:
+    """The event features of every user with events before ``as_of``, and the number of such events.
+
+    Exact duplicate events are dropped. Users are split by a hash of their id into partitions of
+    about ``config.partition_events`` past events, each computed on its own, so memory is bounded
+    by a partition rather than by the whole table; a duplicate is always within one user, so
+    dropping duplicates per partition is exact.
+    """
+    past = events.filter(pl.col("event_time") < as_of)
+    n_past = past.select(pl.len()).collect(engine="streaming").item()
+    top = _decide_top_values(past, config)
+    n_parts = max(1, math.ceil(n_past / config.partition_events))
+    if n_parts == 1:
+        return event_feature_frame(past, as_of, config, top).collect(engine="streaming"), n_past
+    part = pl.col(USER_ID).hash(seed=_PARTITION_SEED) % n_parts
+    frames = [event_feature_frame(past.filter(part == i), as_of, config, top).collect(engine="streaming")
+              for i in range(n_parts)]
+    return pl.concat(frames), n_past
+
+
+def event_feature_frame(past: pl.LazyFrame, as_of: datetime, config: FeatureConfig,
+                        top: _TopValues) -> pl.LazyFrame:
+    """One row per user of ``past`` (events before ``as_of``; exact duplicates dropped): the features above."""
+    columns = set(past.collect_schema().names())
+    types = list(top.types)
     coded = past.unique().with_columns(
         (pl.lit(as_of) - pl.col("event_time")).dt.total_microseconds().alias(_AGE),
         _codes(pl.col("event_type"), types, default=len(types)).alias(_TYPE),
@@ -118,7 +158,7 @@ def event_feature_frame(events: pl.LazyFrame, as_of: datetime, config: FeatureCo
 
     exprs = [pl.len().alias("n_events_total")]
     exprs += [recent.sum().alias(f"n_events_{w}d") for w, recent in windows.items()]
-    for code, name in enumerate([*type_names.values(), "n_" + OTHER_EVENT_TYPE]):
+    for code, name in enumerate([*top.types.values(), "n_" + OTHER_EVENT_TYPE]):
         is_type = pl.col(_TYPE) == code
         exprs += [(is_type & recent).sum().alias(f"{name}_{w}d") for w, recent in windows.items()]
     exprs += [
@@ -135,8 +175,8 @@ def event_feature_frame(events: pl.LazyFrame, as_of: datetime, config: FeatureCo
                   pl.col("value").max().alias("value_max")]
     if "item_id" in columns:
         exprs.append(pl.col("item_id").drop_nulls().n_unique().alias("n_items"))
-    if "category" in columns:
-        coded, category_exprs = _category_affinity(past, coded, config, taken)
+    if top.categories is not None:
+        coded, category_exprs = _category_affinity(coded, top.categories, config)
         exprs += category_exprs
     return coded.group_by(USER_ID).agg(exprs)
 
@@ -147,11 +187,10 @@ def _codes(column: pl.Expr, values: list[str], *, default: int) -> pl.Expr:
                                  return_dtype=pl.Int32)
 
 
-def _category_affinity(past: pl.LazyFrame, coded: pl.LazyFrame, config: FeatureConfig,
-                       taken: set[str]) -> tuple[pl.LazyFrame, list[pl.Expr]]:
+def _category_affinity(coded: pl.LazyFrame, names: dict[str, str],
+                       config: FeatureConfig) -> tuple[pl.LazyFrame, list[pl.Expr]]:
     """Share of a user's categorized events in each top category and in hashed buckets of the rest."""
-    top = _top_values(past, "category", config.top_categories)
-    names = _unique_names(top, "cat_share_", taken)
+    top = list(names)
     buckets = config.category_hash_buckets
     hashed = len(top) + (pl.col("category").hash(seed=0) % max(buckets, 1)).cast(pl.Int32)
     code = pl.when(pl.col("category").is_null()).then(-1).otherwise(
@@ -166,10 +205,9 @@ def _category_affinity(past: pl.LazyFrame, coded: pl.LazyFrame, config: FeatureC
     return coded, exprs
 
 
-def _count_duplicates(events: Table, event_frame: pl.DataFrame, as_of: datetime) -> list[str]:
+def _count_duplicates(events: Table, event_frame: pl.DataFrame, n_past: int) -> list[str]:
     """Exact duplicate events before as_of were dropped; record how many in the events report."""
-    past = events.frame.filter(pl.col("event_time") < as_of).select(pl.len())
-    duplicates = past.collect(engine="streaming").item() - int(event_frame.get_column("n_events_total").sum())
+    duplicates = n_past - int(event_frame.get_column("n_events_total").sum())
     events.report.duplicates_dropped = duplicates
     return [f"dropped {duplicates} exact duplicate events"] if duplicates else []
 
@@ -247,8 +285,8 @@ def compute_features(
     profile_numeric: set[str] = set()
     event_columns: list[str] = []
     if events is not None:
-        event_frame = event_feature_frame(events.frame, as_of, config.features).collect(engine="streaming")
-        notes += _count_duplicates(events, event_frame, as_of)
+        event_frame, n_past = event_features(events.frame, as_of, config.features)
+        notes += _count_duplicates(events, event_frame, n_past)
         frames.append(event_frame.lazy())
         event_columns = [c for c in event_frame.collect_schema().names() if c != USER_ID]
         numeric += event_columns

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -9,10 +11,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lookalike.config import LookalikeConfig
-from lookalike.features import compute_features
+from lookalike.config import LookalikeConfig, load_config
+from lookalike.features import compute_features, parse_as_of
 from lookalike.ingest import load_events, load_profiles
+from lookalike.schema import USER_ID
 from lookalike.spec import FeatureSpec, encode
+from lookalike.synthetic import GeneratedData, generate
 
 AS_OF = "2024-02-01"
 CONFIG = LookalikeConfig.model_validate(
@@ -150,3 +154,43 @@ def test_tz_aware_naive_and_csv_inputs_give_equal_features(tmp_path: Path) -> No
     compute_features(load_events(str(csv_events)), load_profiles(str(csv_profiles)),
                      tmp_path / "csv.parquet", tmp_path / "csv.json", as_of=AS_OF, config=CONFIG)
     assert pl.read_parquet(tmp_path / "csv.parquet").equals(naive)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData:
+    return generate(tmp_path_factory.mktemp("synthetic"), 400, events_per_user=20, seed=3)
+
+
+@pytest.mark.parametrize("id_kind", ["int", "str"])
+def test_user_partitions_give_the_single_partition_features(
+    tmp_path: Path, synthetic: GeneratedData, id_kind: str
+) -> None:
+    events = pl.read_parquet(synthetic.events)
+    duplicates = events.sample(500, seed=1)
+    events = pl.concat([events, duplicates]).sample(fraction=1.0, shuffle=True, seed=2)
+    profiles = pl.read_parquet(synthetic.profiles)
+    if id_kind == "str":
+        events, profiles = (f.with_columns(pl.format("u-{}", USER_ID).alias(USER_ID)) for f in (events, profiles))
+    events.write_parquet(tmp_path / "events.parquet")
+    profiles.write_parquet(tmp_path / "profiles.parquet")
+    as_of = json.loads(synthetic.truth_json.read_text())["as_of"]
+    n_past = events.filter(pl.col("event_time") < parse_as_of(as_of)).height
+    base = load_config(synthetic.config)
+    partition_events = 2000
+    assert math.ceil(n_past / partition_events) >= 3
+    configs = {"one": base, "parts": base.model_validate(
+        {**base.model_dump(), "features": {**base.features.model_dump(), "partition_events": partition_events}}
+    )}
+    results = {
+        name: compute_features(load_events(str(tmp_path / "events.parquet")),
+                               load_profiles(str(tmp_path / "profiles.parquet")),
+                               tmp_path / f"{name}.parquet", tmp_path / f"{name}.json", as_of=as_of, config=config)
+        for name, config in configs.items()
+    }
+    one, parts = (pl.read_parquet(tmp_path / f"{name}.parquet") for name in configs)
+    assert parts.equals(one) and one.height == 400
+    assert parts.schema[USER_ID] == (pl.Int64 if id_kind == "int" else pl.String)
+    assert (tmp_path / "parts.json").read_text() == (tmp_path / "one.json").read_text()
+    dropped = duplicates.filter(pl.col("event_time") < parse_as_of(as_of)).height
+    assert results["parts"].notes == results["one"].notes
+    assert f"dropped {dropped} exact duplicate events" in results["parts"].notes
