@@ -92,26 +92,34 @@ class Architecture:
     model: ModelConfig
     n_numeric: int
     cardinalities: list[int]
+    propensity_types: int = 0  # outputs of the training-only propensity head (0: no head)
 
     @classmethod
-    def for_spec(cls, spec: FeatureSpec, model: ModelConfig) -> Architecture:
-        return cls(model, len(spec.encoded_numeric_names), spec.cardinalities)
+    def for_spec(
+        cls, spec: FeatureSpec, model: ModelConfig, propensity_types: int = 0
+    ) -> Architecture:
+        return cls(model, len(spec.encoded_numeric_names), spec.cardinalities, propensity_types)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model.model_dump(mode="json"),
             "n_numeric": self.n_numeric,
             "cardinalities": self.cardinalities,
+            "propensity_types": self.propensity_types,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Architecture:
         model = ModelConfig.model_validate(raw["model"])
-        return cls(model, raw["n_numeric"], raw["cardinalities"])
+        return cls(model, raw["n_numeric"], raw["cardinalities"], raw["propensity_types"])
 
 
 class TwoTowerEncoder(nn.Module):
-    """Query (seed) tower and candidate (population) tower, shared when ``share_towers``."""
+    """Query (seed) tower and candidate (population) tower, shared when ``share_towers``.
+
+    With ``architecture.propensity_types`` > 0 it also holds a linear propensity head (one logit
+    per trained conversion type, from the candidate embedding), used only as a training signal.
+    """
 
     def __init__(self, architecture: Architecture) -> None:
         super().__init__()
@@ -125,6 +133,8 @@ class TwoTowerEncoder(nn.Module):
                 for name in names
             }
         )
+        types = architecture.propensity_types
+        self.propensity = nn.Linear(architecture.model.embedding_dim, types) if types else None
 
     @property
     def shared(self) -> bool:

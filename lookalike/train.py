@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lookalike.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
@@ -139,7 +140,8 @@ def train(
     _report_data(data, say)
     validation = validation_set(data, tc)
     torch.manual_seed(tc.seed)
-    model = TwoTowerEncoder(Architecture.for_spec(spec, config.model))
+    head_types = len(data.types) if tc.propensity_weight > 0 else 0
+    model = TwoTowerEncoder(Architecture.for_spec(spec, config.model, head_types))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
     )
@@ -321,6 +323,10 @@ class _Run:
             rows[:anchors], torch.from_numpy(batch.anchor_types), rows, self.labels[rows]
         )
         loss = mean_pair_loss(self.loss_fn(queries, candidates, positive, negative))
+        if self.model.propensity is not None:
+            logits = self.model.propensity(candidates.float())
+            targets = self.labels[rows].float()
+            loss = loss + self.tc.propensity_weight * F.binary_cross_entropy_with_logits(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

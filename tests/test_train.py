@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
+from sklearn.metrics import roc_auc_score
 
 from lookalike.artifacts import sha256_file
 from lookalike.config import LookalikeConfig, TrainConfig
@@ -112,19 +114,45 @@ def weights_and_embeddings(model_dir: Path, toy: ToyPaths) -> tuple[str, np.ndar
     return sha256_file(model_dir / "model.safetensors"), embeddings
 
 
+@pytest.mark.parametrize("propensity_weight", [0.0, 1.0])
 def test_resumed_run_reproduces_an_uninterrupted_run(
-    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path, propensity_weight: float
 ) -> None:
-    run(toy, tmp_path / "straight", make_config(epochs=2))
-    run(toy, tmp_path / "resumed", make_config(epochs=1))
+    settings = {"propensity_weight": propensity_weight}
+    run(toy, tmp_path / "straight", make_config(epochs=2, **settings))
+    run(toy, tmp_path / "resumed", make_config(epochs=1, **settings))
     messages: list[str] = []
-    run(toy, tmp_path / "resumed", make_config(epochs=2), progress=messages.append)
+    run(toy, tmp_path / "resumed", make_config(epochs=2, **settings), progress=messages.append)
     assert any("resuming after epoch 1" in m for m in messages)
     assert sum(m.startswith("epoch ") for m in messages) == 1  # only epoch 2 was trained again
     straight = weights_and_embeddings(tmp_path / "straight", toy)
     resumed = weights_and_embeddings(tmp_path / "resumed", toy)
     assert straight[0] == resumed[0]
     np.testing.assert_array_equal(straight[1], resumed[1])
+
+
+def test_propensity_head_learns_the_trained_types(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    result = run(toy, tmp_path / "head", make_config(epochs=3, propensity_weight=1.0))
+    spec = FeatureSpec.load(toy.spec)
+    data = load_training_data(toy.features, spec, toy.conversions, make_config().train)
+    model = load_model(result.model_dir)
+    assert model.architecture.propensity_types == len(data.types)
+    embeddings = torch.from_numpy(embed_encoded(model, data.features))
+    with torch.inference_mode():
+        logits = model.propensity(embeddings).numpy()
+    for t, name in enumerate(data.types):
+        auc = roc_auc_score(data.labels[:, t], logits[:, t])
+        assert auc > 0.75, f"{name}: head AUC {auc:.3f} on its own training labels"
+
+
+def test_propensity_weight_zero_trains_no_head(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    result = run(toy, tmp_path / "plain", make_config(epochs=1, propensity_weight=0.0))
+    model = load_model(result.model_dir)
+    assert model.propensity is None and model.architecture.propensity_types == 0
 
 
 def test_checkpoints_of_other_settings_are_not_resumed(
