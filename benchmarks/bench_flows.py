@@ -90,8 +90,8 @@ def library_pipeline(folder: Path, config_path: Path) -> Path:
     reports: dict[str, Any] = {"features": steps.step_features(build, request)}
     reports["train"] = steps.step_train(build, request, progress=lambda _: None)
     reports["embed"] = steps.step_embed(build, progress=lambda _: None)
-    shards = [steps.step_index_shard(build, request, s)
-              for s in range(request.config.index.shards)]
+    n_shards = steps.index_shard_count(build, request)
+    shards = [steps.step_index_shard(build, request, s, n_shards) for s in range(n_shards)]
     reports["index"] = steps.step_index_manifest(build, request, shards)
     steps.finalize_build(workdir, build, request, fingerprints, reports)
     out = folder / "out" / "library.parquet"

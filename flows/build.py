@@ -43,9 +43,10 @@ def embed_task(build: BuildPaths) -> dict[str, Any]:
 
 
 @task(name="index-shard", cache_policy=NO_CACHE, task_run_name="index-shard-{shard}")
-def index_shard_task(build: BuildPaths, request: steps.BuildRequest, shard: int) -> dict[str, Any]:
-    """HNSW index of one shard of the population."""
-    return steps.step_index_shard(build, request, shard)
+def index_shard_task(build: BuildPaths, request: steps.BuildRequest, shard: int,
+                     n_shards: int) -> dict[str, Any]:
+    """HNSW index of one of ``n_shards`` shards of the population."""
+    return steps.step_index_shard(build, request, shard, n_shards)
 
 
 @task(name="index-manifest", cache_policy=NO_CACHE)
@@ -86,8 +87,10 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
     reports: dict[str, Any] = {"features": features_task(build, request)}
     reports["train"] = train_task.with_options(timeout_seconds=_train_timeout(request))(build, request)
     reports["embed"] = embed_task(build)
-    shards = list(range(request.config.index.shards))
-    shard_futures = index_shard_task.map(unmapped(build), unmapped(request), shards)
+    n_shards = steps.index_shard_count(build, request)
+    shard_futures = index_shard_task.map(
+        unmapped(build), unmapped(request), list(range(n_shards)), unmapped(n_shards)
+    )
     reports["index"] = index_manifest_task(build, request, [f.result() for f in shard_futures])
     manifest = finalize_task(wd, build, request, fingerprints, reports)
     create_markdown_artifact(

@@ -222,12 +222,20 @@ def step_embed(build: BuildPaths, progress: Progress = print) -> dict[str, Any]:
     return read_json(paths.manifest)
 
 
-def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int) -> dict[str, Any]:
+def index_shard_count(build: BuildPaths, request: BuildRequest) -> int:
+    """How many index shards this build's population needs (:func:`lookalike.index.shard_count`)."""
+    from lookalike.index import open_embeddings, shard_count
+
+    return shard_count(len(open_embeddings(build.embeddings)), request.config.index)
+
+
+def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int,
+                     n_shards: int) -> dict[str, Any]:
     """Build one shard's HNSW index (shards are independent: a task runner may run them at once)."""
     from lookalike.index import build_shard
 
-    info = build_shard(build.embeddings, build.users, shard, request.config.index.shards,
-                       build.index_dir, request.config.index)
+    info = build_shard(build.embeddings, build.users, shard, n_shards, build.index_dir,
+                       request.config.index)
     return asdict(info)
 
 
@@ -280,7 +288,8 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
     steps: dict[str, Any] = {"features": step_features(build, request, progress)}
     steps["train"] = step_train(build, request, progress)
     steps["embed"] = step_embed(build, progress)
-    shards = [step_index_shard(build, request, s) for s in range(request.config.index.shards)]
+    n_shards = index_shard_count(build, request)
+    shards = [step_index_shard(build, request, s, n_shards) for s in range(n_shards)]
     steps["index"] = step_index_manifest(build, request, shards)
     finalize_build(workdir, build, request, fingerprints, steps)
     return build

@@ -148,7 +148,12 @@ class IndexConfig(_Section):
         100, ge=10, description="Build effort: 100 builds 1M users in about 2 min on 2 cores."
     )
     ef: int = Field(200, ge=10, description="Query effort; raised to k automatically.")
-    shards: int = Field(1, ge=1)
+    shards: int = Field(1, ge=1, description="Index shards (at least; see max_shard_users).")
+    max_shard_users: int = Field(
+        1_000_000, ge=1000, description="More users than this add shards: an HNSW build grows "
+        "faster than N log N once the graph leaves the CPU cache (benchmarks/RESULTS.md, issue 8), "
+        "and bounded shards keep it linear and let a task runner build them at once.",
+    )
     recall_floor: float = Field(0.95, ge=0.0, le=1.0, description="Build fails below recall@100.")
     recall_queries: int = Field(500, ge=10)
     threads: int | None = Field(None, ge=1, description="hnswlib threads; default all cores.")

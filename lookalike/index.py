@@ -34,6 +34,7 @@ on an :class:`AnnIndex` (hnswlib must not be queried while it is being added to)
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 import threading
@@ -73,6 +74,11 @@ _HEADER = struct.Struct("<6Q")
 
 # --------------------------------------------------------------------------------------------
 # Stable sharding
+
+
+def shard_count(n_users: int, config: IndexConfig) -> int:
+    """``config.shards``, raised so that no shard expects more than ``config.max_shard_users``."""
+    return max(config.shards, math.ceil(n_users / config.max_shard_users))
 
 
 def shard_of(user_ids: np.ndarray | pl.Series | Iterable, n_shards: int) -> np.ndarray:
@@ -292,16 +298,17 @@ def build_index(
     model_build_id: str,
     exclude_labels: np.ndarray | None = None,
 ) -> IndexManifest:
-    """Build every shard in this process, one after the other, then write the manifest.
+    """Build every shard (:func:`shard_count`) in this process, one by one, then write the manifest.
 
     Example::
 
         manifest = build_index(paths.embeddings, paths.users, paths.index_dir, IndexConfig(), "b1")
         index = AnnIndex.load(paths.index_dir, expected_model_build_id="b1")
     """
+    n_shards = shard_count(len(open_embeddings(embeddings_path)), config)
     infos = [
-        build_shard(embeddings_path, users_path, s, config.shards, out_dir, config, exclude_labels)
-        for s in range(config.shards)
+        build_shard(embeddings_path, users_path, s, n_shards, out_dir, config, exclude_labels)
+        for s in range(n_shards)
     ]
     return write_index_manifest(out_dir, infos, config, model_build_id, embeddings_path)
 

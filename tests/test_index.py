@@ -20,6 +20,7 @@ from lookalike.index import (
     exact_search,
     read_index_manifest,
     recall_at_k,
+    shard_count,
     shard_of,
 )
 
@@ -118,6 +119,16 @@ def test_shard_of_reproduces_published_hash_values(n_shards: int) -> None:
     abc = 0x0D4D1C983FA580BA
     assert shard_of(np.array(["abc"]), n_shards).tolist() == [abc % n_shards]
     assert shard_of(pl.Series(["abc"]), n_shards).tolist() == [abc % n_shards]
+
+
+@pytest.mark.parametrize(
+    ("users", "shards", "max_users", "expected"),
+    [(1000, 1, 1000, 1), (1001, 1, 1000, 2), (2_500_000, 1, 1_000_000, 3), (10, 4, 1000, 4)],
+)
+def test_shard_count_bounds_users_per_shard(
+    users: int, shards: int, max_users: int, expected: int
+) -> None:
+    assert shard_count(users, IndexConfig(shards=shards, max_shard_users=max_users)) == expected
 
 
 def test_shard_of_matches_reference_for_any_integer_width() -> None:

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from reliability_fixtures import reliability_config, request_for, small_data, write_seeds
 
+from lookalike.artifacts import read_json
 from lookalike.build import file_checksums, run_build, verify_build
 from lookalike.erasure import erase_users
 from lookalike.errors import ArtifactError, AudienceError
@@ -394,3 +395,14 @@ def test_the_erase_command_reports_what_it_removed_and_fails_in_one_line(workdir
     bad_hash = runner.invoke(app, ["export", "--workdir", str(workdir.root), "--seeds", "s.csv",
                                    "--out", "o.parquet", "--size", "10", "--hash", "email"])
     assert bad_hash.exit_code == 1 and "--platform google|meta" in bad_hash.output
+
+
+def test_a_population_above_max_shard_users_is_split_into_bounded_shards(
+    data: Path, tmp_path: Path
+) -> None:
+    config = reliability_config(index={"max_shard_users": 1000})
+    build = run_build(Workdir(tmp_path / "w"), request_for(data, config), progress=QUIET)
+    index = read_json(build.index_dir / "index.json")
+    assert index["element_count"] == 2000
+    assert index["n_shards"] == 2
+    assert all(shard["count"] <= 1000 * 1.2 for shard in index["shards"])  # a hash split
