@@ -93,9 +93,9 @@ class TrainConfig(_Section):
 
     loss: Literal["info_nce", "margin"] = "info_nce"
     propensity_weight: float = Field(
-        1.0, ge=0.0, description="Weight of a per-type logistic loss on the embedding (a linear "
-        "propensity head trained with the contrastive loss); 0 turns the head off. 1.0 raised "
-        "held-out lift on Bank Marketing and synthetic data (benchmarks/RESULTS.md, issue 7).",
+        0.0, ge=0.0, description="Weight of a per-type logistic loss on the embedding (a linear "
+        "propensity head trained with the contrastive loss); 0 turns the head off. 1.0 raised AUC "
+        "and lift at 10% but lowered precision at 1% (benchmarks/RESULTS.md, issue 7).",
     )
     temperature: float = Field(
         0.2, gt=0.0, description="InfoNCE temperature; 0.2 beat 0.1 on held-out converters (RESULTS.md)."
