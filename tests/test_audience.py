@@ -42,16 +42,23 @@ def naive_neighbours(embeddings, query, allowed, k) -> list[tuple[float, int]]:
     return pairs[:k]
 
 
-def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[list, list]:
+def naive_knn_scores(embeddings, seed_vectors, weights, allowed, k, m) -> dict[int, float]:
     """Mean of the top-m weighted similarities of each candidate found in the seeds' k-NN lists."""
     relative = weights / weights.mean()
     found: dict[int, list[float]] = {}
     for s, query in enumerate(seed_vectors.astype(np.float64)):
         for sim, row in naive_neighbours(embeddings, query, allowed, k):
             found.setdefault(row, []).append(sim * relative[s])
-    scores = {row: sum(sorted(v, reverse=True)[:m]) / m for row, v in found.items()}
+    return {row: sum(sorted(v, reverse=True)[:m]) / m for row, v in found.items()}
+
+
+def best_first(scores: dict[int, float], size: int) -> tuple[list, list]:
     ranked = sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:size]
     return [r for r, _ in ranked], [s for _, s in ranked]
+
+
+def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[list, list]:
+    return best_first(naive_knn_scores(embeddings, seed_vectors, weights, allowed, k, m), size)
 
 
 def naive_listing_seed(embeddings, seed_vectors, allowed, k, rows) -> list[tuple[int, float]]:
@@ -201,6 +208,25 @@ def test_knn_matches_the_naive_reference(embeddings, weighted):
     expected = naive_listing_seed(embeddings, problem.seed_vectors, allowed, k, rows)
     assert nearest.tolist() == [seed for seed, _ in expected]
     np.testing.assert_allclose(similarity, [sim for _, sim in expected], atol=1e-6)
+
+
+def test_knn_background_matches_the_naive_reference(embeddings):
+    seeds = seeds_in_clusters(N, (0, 2), 30)
+    problem, allowed = make_problem(embeddings, seeds, 70, excluded_rows=np.arange(1, N, 13))
+    config = AudienceConfig(neighbours_per_seed=12, top_m=3, knn_background_sample=N)
+    result = expand_seeds(problem, ExactSearch(embeddings), "knn_background", config)
+    k = result.effort["neighbours_per_seed"]
+    knn = naive_knn_scores(embeddings, problem.seed_vectors, problem.seed_weights, allowed, k, 3)
+    population = np.flatnonzero(allowed)  # every candidate is in the sample, so skip itself
+    crowding = {
+        row: float(np.mean(sorted(
+            (float(np.dot(embeddings[row], embeddings[other])) for other in population if other != row),
+            reverse=True)[:3]))
+        for row in knn
+    }
+    rows, scores = best_first({row: knn[row] - crowding[row] for row in knn}, 70)
+    assert result.rows.tolist() == rows
+    np.testing.assert_allclose(result.scores, scores, atol=1e-5)
 
 
 def test_knn_grows_k_until_enough_distinct_candidates(embeddings):
