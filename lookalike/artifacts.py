@@ -26,8 +26,7 @@ TEMP_MARKER = ".tmp-"
 def atomic_write(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` if the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = _temp_path(target)
     try:
         yield tmp
         _fsync(tmp)
@@ -36,6 +35,28 @@ def atomic_write(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def scratch_files(target: str | Path, count: int) -> Iterator[list[Path]]:
+    """Yield ``count`` temporary paths beside ``target`` and delete them after the block.
+
+    They are named like :func:`atomic_write`'s temporary file, so the sweeps below also find those
+    a killed writer left behind.
+    """
+    stem = _temp_path(Path(target))
+    paths = [stem.with_name(f"{stem.name}-part{i}") for i in range(count)]
+    try:
+        yield paths
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
+def _temp_path(target: Path) -> Path:
+    """A new temporary path beside ``target`` (its folder is created if missing)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.with_name(f".{target.name}{TEMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _fsync(path: Path) -> None:

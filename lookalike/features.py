@@ -21,7 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
-from lookalike.artifacts import atomic_write
+from lookalike.artifacts import atomic_write, scratch_files
 from lookalike.config import FeatureConfig, LookalikeConfig
 from lookalike.errors import InputError
 from lookalike.ingest import Table
@@ -89,10 +89,15 @@ def _unique_names(values: list[str], prefix: str, taken: set[str]) -> dict[str, 
 # Events
 
 
+# Column of value counts (a name no input column is expected to have).
+_COUNT = "__count"
+
+
 def _top_values(frame: pl.LazyFrame, column: str, limit: int) -> list[str]:
+    """The ``limit`` most frequent non-null values of ``column``, ties in value order."""
     counts = (
-        frame.group_by(column).len().filter(pl.col(column).is_not_null())
-        .sort(["len", column], descending=[True, False]).head(limit).collect(engine="streaming")
+        frame.group_by(column).len(name=_COUNT).filter(pl.col(column).is_not_null())
+        .sort([_COUNT, column], descending=[True, False]).head(limit).collect(engine="streaming")
     )
     return counts.get_column(column).to_list()
 
@@ -104,6 +109,8 @@ _TYPE = "__type_code"
 _CATEGORY = "__category_code"
 # Seed of the user-id hash that splits users into partitions (any fixed value; ids may be text).
 _PARTITION_SEED = 1
+# Row number of the feature table while drawing the scaling sample.
+_ROW = "__row"
 
 
 @dataclass(frozen=True)
@@ -125,24 +132,29 @@ def _decide_top_values(past: pl.LazyFrame, config: FeatureConfig) -> _TopValues:
     return _TopValues(types, categories)
 
 
-def event_features(events: pl.LazyFrame, as_of: datetime, config: FeatureConfig) -> tuple[pl.DataFrame, int]:
-    """The event features of every user with events before ``as_of``, and the number of such events.
+def event_partitions(events: pl.LazyFrame, as_of: datetime,
+                     config: FeatureConfig) -> tuple[list[pl.LazyFrame], int]:
+    """The event features of users with events before ``as_of``, one lazy frame per user partition,
+    and the number of such events.
 
-    Exact duplicate events are dropped. Users are split by a hash of their id into partitions of
-    about ``config.partition_events`` past events, each computed on its own, so memory is bounded
-    by a partition rather than by the whole table; a duplicate is always within one user, so
-    dropping duplicates per partition is exact.
+    Exact duplicate events are dropped. Users are split by a hash of their id
+    (:func:`user_partition`) into partitions of about ``config.partition_events`` past events, each
+    computed on its own, so memory is bounded by a partition rather than by the whole table; a
+    duplicate is always within one user, so dropping duplicates per partition is exact.
     """
     past = events.filter(pl.col("event_time") < as_of)
     n_past = past.select(pl.len()).collect(engine="streaming").item()
     top = _decide_top_values(past, config)
     n_parts = max(1, math.ceil(n_past / config.partition_events))
+    parts = [event_feature_frame(user_partition(past, i, n_parts), as_of, config, top) for i in range(n_parts)]
+    return parts, n_past
+
+
+def user_partition(frame: pl.LazyFrame, index: int, n_parts: int) -> pl.LazyFrame:
+    """The rows of the users in partition ``index`` of ``n_parts`` (by a hash of ``user_id``)."""
     if n_parts == 1:
-        return event_feature_frame(past, as_of, config, top).collect(engine="streaming"), n_past
-    part = pl.col(USER_ID).hash(seed=_PARTITION_SEED) % n_parts
-    frames = [event_feature_frame(past.filter(part == i), as_of, config, top).collect(engine="streaming")
-              for i in range(n_parts)]
-    return pl.concat(frames), n_past
+        return frame
+    return frame.filter(pl.col(USER_ID).hash(seed=_PARTITION_SEED) % n_parts == index)
 
 
 def event_feature_frame(past: pl.LazyFrame, as_of: datetime, config: FeatureConfig,
@@ -205,9 +217,9 @@ def _category_affinity(coded: pl.LazyFrame, names: dict[str, str],
     return coded, exprs
 
 
-def _count_duplicates(events: Table, event_frame: pl.DataFrame, n_past: int) -> list[str]:
+def _count_duplicates(events: Table, n_kept: int, n_past: int) -> list[str]:
     """Exact duplicate events before as_of were dropped; record how many in the events report."""
-    duplicates = n_past - int(event_frame.get_column("n_events_total").sum())
+    duplicates = n_past - n_kept
     events.report.duplicates_dropped = duplicates
     return [f"dropped {duplicates} exact duplicate events"] if duplicates else []
 
@@ -271,61 +283,113 @@ def compute_features(
     as_of: str | datetime | None = None,
     config: LookalikeConfig = LookalikeConfig(),
 ) -> FeatureResult:
-    """Write the feature table and its spec; return where they are and what was noticed."""
+    """Write the feature table and its spec; return where they are and what was noticed.
+
+    The table never is in memory whole: each user partition (see :func:`event_partitions`; profiles
+    are split by the same hash) is joined, sorted by ``user_id`` and written to a scratch file beside
+    the output, the output is a streaming merge of those sorted files, and the spec is fitted from
+    the written output with lazy scans of the columns each fit needs. The quantiles are fitted on
+    the rows ``DataFrame.sample(features.scaling_sample, seed=0)`` would draw from the table (all
+    rows if there are no more), so a re-run gives the same bytes.
+    """
     if events is None and profiles is None:
         raise InputError("inputs", "need at least one of an events table or a profiles table")
     as_of = parse_as_of(as_of)
     if events is not None and as_of is None:
         as_of = default_as_of(events.frame)
-    notes: list[str] = []
-    taken: set[str] = {USER_ID}
-    frames: list[pl.LazyFrame] = []
-    numeric: list[str] = []
-    categorical: list[str] = []
-    profile_numeric: set[str] = set()
-    event_columns: list[str] = []
-    if events is not None:
-        event_frame, n_past = event_features(events.frame, as_of, config.features)
-        notes += _count_duplicates(events, event_frame, n_past)
-        frames.append(event_frame.lazy())
-        event_columns = [c for c in event_frame.collect_schema().names() if c != USER_ID]
-        numeric += event_columns
-        taken.update(event_columns)
-    if profiles is not None:
-        profile_frame, kinds = profile_feature_frame(profiles.frame, as_of, config, taken)
-        frames.append(profile_frame)
-        numeric += kinds.numeric
-        profile_numeric.update(kinds.numeric)
-        categorical += kinds.categorical
-        notes += kinds.notes
-
-    table = _join_population(frames, events is not None, profiles is not None, notes)
-    table = _fill_event_counts(table, event_columns)
-    categorical = _drop_identifier_like(table, categorical, notes)
-    table = table.select([USER_ID, *numeric, *categorical]).sort(USER_ID)
-    if table.height == 0:
-        raise InputError("inputs", f"no users have events before as_of {as_of}",
-                         fix="choose a later --as-of")
-    spec = _fit_spec(table, numeric, categorical, profile_numeric, as_of, config.features)
+    plan = _plan_table(events, profiles, as_of, config)
     features_path, spec_path = Path(features_path), Path(spec_path)
-    with atomic_write(features_path) as tmp:
-        table.write_parquet(tmp, compression="zstd", row_group_size=PARQUET_ROW_GROUP)
+    with scratch_files(features_path, plan.n_parts) as parts:
+        notes = _write_partitions(plan, parts, events)
+        n_users = pl.scan_parquet(parts).select(pl.len()).collect().item()
+        if n_users == 0:
+            raise InputError("inputs", f"no users have events before as_of {as_of}",
+                             fix="choose a later --as-of")
+        categorical = _drop_identifier_like(pl.scan_parquet(parts), n_users, plan.categorical, notes)
+        with atomic_write(features_path) as tmp:
+            _merge_partitions(parts, [USER_ID, *plan.numeric, *categorical], tmp)
+            spec = _fit_spec(pl.scan_parquet(tmp), n_users, plan, categorical, as_of, config.features)
     spec.save(spec_path)
-    return FeatureResult(features_path, spec_path, table.height, len(numeric), len(categorical),
-                         as_of, notes)
+    return FeatureResult(features_path, spec_path, n_users, len(plan.numeric), len(categorical), as_of, notes)
 
 
-def _join_population(frames: list[pl.LazyFrame], has_events: bool, has_profiles: bool,
-                     notes: list[str]) -> pl.DataFrame:
+@dataclass
+class _TablePlan:
+    """The lazy inputs of the feature table, split into user partitions, and its columns by kind."""
+
+    event_parts: list[pl.LazyFrame] = field(default_factory=list)  # empty without events
+    profiles: pl.LazyFrame | None = None
+    n_past: int = 0
+    event_columns: list[str] = field(default_factory=list)
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    profile_numeric: set[str] = field(default_factory=set)
+    profile_notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_parts(self) -> int:
+        return max(1, len(self.event_parts))
+
+    def partition(self, index: int) -> tuple[pl.LazyFrame | None, pl.LazyFrame | None]:
+        """Event features and profile features of the users in one partition (None where absent)."""
+        events = self.event_parts[index] if self.event_parts else None
+        profiles = None if self.profiles is None else user_partition(self.profiles, index, self.n_parts)
+        return events, profiles
+
+
+def _plan_table(events: Table | None, profiles: Table | None, as_of: datetime | None,
+                config: LookalikeConfig) -> _TablePlan:
+    plan = _TablePlan()
+    taken: set[str] = {USER_ID}
+    if events is not None:
+        plan.event_parts, plan.n_past = event_partitions(events.frame, as_of, config.features)
+        plan.event_columns = [c for c in plan.event_parts[0].collect_schema().names() if c != USER_ID]
+        plan.numeric += plan.event_columns
+        taken.update(plan.event_columns)
+    if profiles is not None:
+        plan.profiles, kinds = profile_feature_frame(profiles.frame, as_of, config, taken)
+        plan.numeric += kinds.numeric
+        plan.profile_numeric.update(kinds.numeric)
+        plan.categorical += kinds.categorical
+        plan.profile_notes = kinds.notes
+    return plan
+
+
+@dataclass(frozen=True)
+class _PartitionCounts:
+    events_kept: int  # past events of the partition's users, exact duplicates dropped
+    users_without_profile: int  # users with past events but no profile (left out of the table)
+
+
+def _write_partitions(plan: _TablePlan, paths: list[Path], events: Table | None) -> list[str]:
+    """Write each user partition of the table to its path; return the notes on what was left out."""
+    counts = [_write_partition(plan, i, path) for i, path in enumerate(paths)]
+    notes = [] if events is None else _count_duplicates(events, sum(c.events_kept for c in counts), plan.n_past)
+    return notes + plan.profile_notes + _outside_profiles(sum(c.users_without_profile for c in counts))
+
+
+def _write_partition(plan: _TablePlan, index: int, path: Path) -> _PartitionCounts:
+    """Write one user partition of the table to ``path``, sorted by ``user_id``; count what it left out."""
+    event_part, profile_part = plan.partition(index)
+    events = None if event_part is None else event_part.collect(engine="streaming")
+    profiles = None if profile_part is None else profile_part.collect(engine="streaming")
+    table = _fill_event_counts(_join_population(events, profiles), plan.event_columns)
+    table.sort(USER_ID).write_parquet(path, compression="lz4")  # read back once: fast beats small
+    if events is None:
+        return _PartitionCounts(events_kept=0, users_without_profile=0)
+    outside = 0 if profiles is None else events.join(profiles, on=USER_ID, how="anti").height
+    return _PartitionCounts(int(events.get_column("n_events_total").sum()), outside)
+
+
+def _join_population(events: pl.DataFrame | None, profiles: pl.DataFrame | None) -> pl.DataFrame:
     """Population = profile users if there are profiles, else users with events before as_of."""
-    if has_events and has_profiles:
-        event_frame, profile_frame = frames
-        outside = event_frame.join(profile_frame, on=USER_ID, how="anti").select(pl.len())
-        n_outside = outside.collect(engine="streaming").item()
-        if n_outside:
-            notes.append(f"events of {n_outside} users not in profiles were ignored")
-        return profile_frame.join(event_frame, on=USER_ID, how="left").collect(engine="streaming")
-    return frames[0].collect(engine="streaming")
+    if events is None or profiles is None:
+        return profiles if events is None else events
+    return profiles.join(events, on=USER_ID, how="left")
+
+
+def _outside_profiles(n_users: int) -> list[str]:
+    return [f"events of {n_users} users not in profiles were ignored"] if n_users else []
 
 
 def _fill_event_counts(table: pl.DataFrame, event_columns: list[str]) -> pl.DataFrame:
@@ -334,11 +398,29 @@ def _fill_event_counts(table: pl.DataFrame, event_columns: list[str]) -> pl.Data
     return table.with_columns([pl.col(c).fill_null(0) for c in counts])
 
 
-def _drop_identifier_like(table: pl.DataFrame, categorical: list[str], notes: list[str]) -> list[str]:
+def _merge_partitions(paths: list[Path], columns: list[str], target: Path) -> None:
+    """Write ``columns`` of the partition files, each sorted by ``user_id``, as one sorted table."""
+    merged = _merge_sorted([pl.scan_parquet(path) for path in paths]).select(columns)
+    merged.sink_parquet(target, compression="zstd", row_group_size=PARQUET_ROW_GROUP)
+
+
+def _merge_sorted(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
+    """One frame sorted by ``user_id`` from frames that each are, with disjoint users."""
+    if len(frames) == 1:
+        return frames[0]
+    half = len(frames) // 2
+    return _merge_sorted(frames[:half]).merge_sorted(_merge_sorted(frames[half:]), key=USER_ID)
+
+
+def _drop_identifier_like(table: pl.LazyFrame, n_users: int, categorical: list[str],
+                          notes: list[str]) -> list[str]:
+    if n_users < 100 or not categorical:
+        return categorical
+    distinct = table.select(pl.col(categorical).n_unique()).collect(engine="streaming").row(0)
     kept = []
-    for column in categorical:
-        unique_share = table.get_column(column).n_unique() / max(1, table.height)
-        if table.height >= 100 and unique_share > MAX_UNIQUE_SHARE_FOR_CATEGORICAL:
+    for column, n_distinct in zip(categorical, distinct, strict=True):
+        unique_share = n_distinct / n_users
+        if unique_share > MAX_UNIQUE_SHARE_FOR_CATEGORICAL:
             notes.append(f"profile column '{column}' looks like an identifier "
                          f"({unique_share:.0%} distinct values) and was not used")
         else:
@@ -346,31 +428,38 @@ def _drop_identifier_like(table: pl.DataFrame, categorical: list[str], notes: li
     return kept
 
 
-def _fit_spec(table: pl.DataFrame, numeric: list[str], categorical: list[str],
-              profile_numeric: set[str], as_of: datetime | None, config: FeatureConfig) -> FeatureSpec:
-    sample = table.sample(config.scaling_sample, seed=0) if table.height > config.scaling_sample else table
+def _fit_spec(table: pl.LazyFrame, n_users: int, plan: _TablePlan, categorical: list[str],
+              as_of: datetime | None, config: FeatureConfig) -> FeatureSpec:
+    """The spec of the written ``table``: scaling quantiles, missing flags and vocabularies."""
+    sample = _scaling_sample(table.select(plan.numeric), n_users, config.scaling_sample)
+    null_counts = table.select(pl.col(plan.numeric).null_count()).collect(engine="streaming")
     numeric_features = [
         NumericFeature(
             name=c,
             quantiles=fit_quantiles(sample.get_column(c).cast(pl.Float64).to_numpy(), config.n_quantiles),
-            has_missing=table.get_column(c).null_count() > 0,
-            source="profiles" if c in profile_numeric else "events",
+            has_missing=null_counts.get_column(c).item() > 0,
+            source="profiles" if c in plan.profile_numeric else "events",
         )
-        for c in numeric
+        for c in plan.numeric
     ]
     categorical_features = [
-        CategoricalFeature(name=c, vocabulary=_vocabulary(table.get_column(c), config.max_categorical_cardinality))
+        CategoricalFeature(name=c, vocabulary=_top_values(table, c, config.max_categorical_cardinality))
         for c in categorical
     ]
     return FeatureSpec(
-        id_dtype=str(table.schema[USER_ID]).lower(),
+        id_dtype=str(table.collect_schema()[USER_ID]).lower(),
         as_of=as_of.isoformat() if as_of else None,
-        n_users=table.height,
+        n_users=n_users,
         numeric=numeric_features,
         categorical=categorical_features,
     )
 
 
-def _vocabulary(column: pl.Series, limit: int) -> list[str]:
-    counts = column.drop_nulls().value_counts(name="n").sort(["n", column.name], descending=[True, False])
-    return counts.get_column(column.name).head(limit).to_list()
+def _scaling_sample(table: pl.LazyFrame, n_users: int, size: int) -> pl.DataFrame:
+    """The rows ``DataFrame.sample(size, seed=0)`` draws from ``table``, in its order (which decides
+    whether a quantile on tied 0.0 and -0.0 is written signed), or all rows if there are at most ``size``."""
+    if n_users <= size:
+        return table.collect(engine="streaming")
+    order = pl.int_range(n_users, dtype=pl.get_index_type(), eager=True).sample(size, seed=0).to_frame(_ROW)
+    drawn = table.with_row_index(_ROW).filter(pl.col(_ROW).is_in(order.get_column(_ROW).implode()))
+    return order.join(drawn.collect(engine="streaming"), on=_ROW, how="left", maintain_order="left").drop(_ROW)

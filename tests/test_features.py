@@ -11,11 +11,19 @@ import numpy as np
 import polars as pl
 import pytest
 
+import lookalike.features
 from lookalike.config import LookalikeConfig, load_config
-from lookalike.features import compute_features, parse_as_of
-from lookalike.ingest import load_events, load_profiles
+from lookalike.errors import InputError
+from lookalike.features import (
+    UNDEFINED_WITHOUT_EVENTS,
+    compute_features,
+    event_partitions,
+    parse_as_of,
+    profile_feature_frame,
+)
+from lookalike.ingest import Table, load_events, load_profiles
 from lookalike.schema import USER_ID
-from lookalike.spec import FeatureSpec, encode
+from lookalike.spec import CategoricalFeature, FeatureSpec, NumericFeature, encode, fit_quantiles
 from lookalike.synthetic import GeneratedData, generate
 
 AS_OF = "2024-02-01"
@@ -194,3 +202,78 @@ def test_user_partitions_give_the_single_partition_features(
     dropped = duplicates.filter(pl.col("event_time") < parse_as_of(as_of)).height
     assert results["parts"].notes == results["one"].notes
     assert f"dropped {dropped} exact duplicate events" in results["parts"].notes
+
+
+def _in_memory_reference(events: Table, profiles: Table, as_of: datetime,
+                         config: LookalikeConfig) -> tuple[pl.DataFrame, FeatureSpec]:
+    """The feature table and spec computed with the whole table in memory (the library streams it)."""
+    parts, _ = event_partitions(events.frame, as_of, config.features)
+    event_frame = pl.concat([part.collect() for part in parts])
+    event_columns = [c for c in event_frame.columns if c != USER_ID]
+    profile_frame, kinds = profile_feature_frame(profiles.frame, as_of, config, {USER_ID, *event_columns})
+    counts = [c for c in event_columns if c not in UNDEFINED_WITHOUT_EVENTS]
+    table = profile_frame.collect().join(event_frame, on=USER_ID, how="left").with_columns(pl.col(counts).fill_null(0))
+    categorical = [c for c in kinds.categorical if table.get_column(c).n_unique() <= table.height / 2]
+    numeric = event_columns + kinds.numeric
+    table = table.select([USER_ID, *numeric, *categorical]).sort(USER_ID)
+    fit = config.features
+    sample = table.sample(fit.scaling_sample, seed=0)
+    spec = FeatureSpec(
+        id_dtype=str(table.schema[USER_ID]).lower(), as_of=as_of.isoformat(), n_users=table.height,
+        numeric=[NumericFeature(c, fit_quantiles(sample.get_column(c).cast(pl.Float64).to_numpy(), fit.n_quantiles),
+                                table.get_column(c).null_count() > 0, "profiles" if c in kinds.numeric else "events")
+                 for c in numeric],
+        categorical=[CategoricalFeature(c, table.get_column(c).drop_nulls().value_counts(name="n")
+                                        .sort(["n", c], descending=[True, False]).get_column(c)
+                                        .head(fit.max_categorical_cardinality).to_list())
+                     for c in categorical],
+    )
+    return table, spec
+
+
+@pytest.fixture(scope="module")
+def synthetic_1500(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData:
+    return generate(tmp_path_factory.mktemp("synthetic_1500"), 1500, events_per_user=10, seed=4)
+
+
+@pytest.mark.parametrize("id_kind", ["int", "str"])
+def test_streamed_table_and_spec_equal_the_in_memory_ones(
+    tmp_path: Path, synthetic_1500: GeneratedData, id_kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several user partitions, row groups and a scaling sample smaller than the table; an
+    identifier-like profile column; event users without a profile and profile users without events."""
+    monkeypatch.setattr(lookalike.features, "PARQUET_ROW_GROUP", 400)
+    events = pl.read_parquet(synthetic_1500.events)
+    profiles = (pl.read_parquet(synthetic_1500.profiles).filter(pl.col(USER_ID) % 10 != 3)
+                .with_columns(pl.format("user-{}@example.com", USER_ID).alias("email")))
+    if id_kind == "str":
+        events, profiles = (f.with_columns(pl.format("u-{}", USER_ID).alias(USER_ID)) for f in (events, profiles))
+    events.write_parquet(tmp_path / "events.parquet")
+    profiles.write_parquet(tmp_path / "profiles.parquet")
+    as_of = parse_as_of(json.loads(synthetic_1500.truth_json.read_text())["as_of"])
+    base = load_config(synthetic_1500.config)
+    config = base.model_validate({**base.model_dump(), "features": {
+        **base.features.model_dump(), "partition_events": 3000, "scaling_sample": 1000}})
+    assert events.filter(pl.col("event_time") < as_of).height > 4 * 3000
+    out = tmp_path / "out"
+    result = compute_features(load_events(str(tmp_path / "events.parquet")),
+                              load_profiles(str(tmp_path / "profiles.parquet")),
+                              out / "f.parquet", out / "f.json", as_of=as_of, config=config)
+    table, spec = _in_memory_reference(load_events(str(tmp_path / "events.parquet")),
+                                       load_profiles(str(tmp_path / "profiles.parquet")), as_of, config)
+    assert table.height == result.n_users == profiles.height > config.features.scaling_sample
+    assert "email" not in table.columns and any("'email' looks like an identifier" in n for n in result.notes)
+    assert any(n.startswith("events of ") and n.endswith("users not in profiles were ignored") for n in result.notes)
+    table.write_parquet(tmp_path / "reference.parquet", compression="zstd", row_group_size=400)
+    assert (out / "f.parquet").read_bytes() == (tmp_path / "reference.parquet").read_bytes()
+    assert (out / "f.json").read_text() == spec.save(tmp_path / "reference.json").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["f.json", "f.parquet"]  # scratch files removed
+
+
+def test_no_scratch_file_is_left_when_no_user_has_past_events(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    _events().write_parquet(tmp_path / "events.parquet")
+    with pytest.raises(InputError, match="no users have events before as_of"):
+        compute_features(load_events(str(tmp_path / "events.parquet")), None, tmp_path / "out" / "f.parquet",
+                         tmp_path / "out" / "f.json", as_of="2020-01-01", config=CONFIG)
+    assert list((tmp_path / "out").iterdir()) == []
