@@ -12,8 +12,6 @@ Expansion strategies, all on L2-normalized embeddings with cosine similarity, ea
   mean of its ``top_m`` largest seed similarities, each scaled by the seed's relative weight, with
   missing similarities counted as 0. ``k`` starts at ``neighbours_per_seed`` and grows until the
   lists hold at least ``size`` distinct candidates.
-- ``knn_background``: the knn score minus the candidate's mean ``top_m`` similarity to a random
-  sample of the candidates, so closeness that comes from a crowded region does not count.
 - ``clusters``: k-means on the seed vectors; a candidate scores its largest cosine to a normalized
   cluster centre. Scored exactly by one pass over the embeddings: for a few centres that is
   cheaper than index queries ``size / centres`` deep.
@@ -398,32 +396,6 @@ def score_knn(
     return Expansion(rows, scores, lists.effort, lists.nearest_seeds(rows))
 
 
-def score_knn_background(
-    problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
-) -> Expansion:
-    """The knn score minus the mean of the candidate's ``top_m`` similarities to a background sample.
-
-    The sample (``config.knn_background_sample`` random candidates) stands for the population:
-    a candidate in a crowded region is close to many seeds only because it is close to many users,
-    and the subtraction takes that back out (a density ratio in the spirit of a kNN vote of seeds
-    against the population).
-    """
-    lists = seed_neighbour_lists(problem, search, config)
-    candidates = np.flatnonzero(_allowed(problem))
-    rng = np.random.default_rng(config.seed)
-    sample_size = min(config.knn_background_sample, len(candidates))
-    crowding = np.zeros(len(lists.rows))
-    if sample_size >= 2:  # a lone sampled candidate could only be compared with itself
-        background = np.sort(rng.choice(candidates, sample_size, replace=False))
-        crowding = mean_top_similarities(
-            np.asarray(problem.embeddings[background]), problem.embeddings, lists.rows,
-            config.top_m, background,
-        )
-    rows, scores = top_ranked(lists.rows, lists.scores - crowding, problem.size)
-    effort = {**lists.effort, "background": sample_size}
-    return Expansion(rows, scores, effort, lists.nearest_seeds(rows))
-
-
 @dataclass(frozen=True)
 class NeighbourLists:
     """Every seed's neighbour list and the knn score of each distinct candidate they reach."""
@@ -457,27 +429,6 @@ def seed_neighbour_lists(
     rows, scores = mean_top_m(labels, contributions, config.top_m)
     return NeighbourLists(labels, sims, rows, scores,
                           {"neighbours_per_seed": k, "query_rounds": rounds})
-
-
-def mean_top_similarities(
-    references: np.ndarray, embeddings: np.ndarray, rows: np.ndarray, m: int,
-    reference_rows: np.ndarray,
-) -> np.ndarray:
-    """Per row of ``embeddings[rows]``: the mean of its ``m`` largest inner products with
-    ``references`` (the rows ``reference_rows``), leaving out a row's match with itself (float64)."""
-    reference_t = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32))
-    m = min(m, len(references) - 1)  # at least 2 references: one may be the row itself
-    is_reference = np.isin(rows, reference_rows)
-    step = max(1, _BLOCK_ELEMENTS // max(len(references), 1))
-    means = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), step):
-        block = torch.from_numpy(np.asarray(embeddings[rows[start : start + step]], dtype=np.float32))
-        top = (block @ reference_t.T).topk(min(m + 1, len(references)), dim=1).values.numpy()
-        self_first = is_reference[start : start + len(block)]
-        means[start : start + len(block)] = np.where(
-            self_first, top[:, 1 : m + 1].mean(axis=1), top[:, :m].mean(axis=1)
-        )
-    return means
 
 
 def _allowed(problem: ExpansionProblem) -> np.ndarray:
@@ -647,7 +598,6 @@ def top_ranked(rows: np.ndarray, scores: np.ndarray, size: int) -> tuple[np.ndar
 
 STRATEGIES: dict[str, Strategy] = {
     "knn": score_knn,
-    "knn_background": score_knn_background,
     "clusters": score_clusters,
     "centroid": score_centroid,
     "contrast": score_contrast,
@@ -657,8 +607,7 @@ STRATEGIES: dict[str, Strategy] = {
 def expand_seeds(
     problem: ExpansionProblem, search: NeighbourSearch, strategy: str, config: AudienceConfig
 ) -> Expansion:
-    """Run one of :data:`STRATEGIES` (``knn``, ``knn_background``, ``clusters``, ``centroid``,
-    ``contrast``).
+    """Run one of :data:`STRATEGIES` (``knn``, ``clusters``, ``centroid``, ``contrast``).
 
     Example (the 10 users most like the first 20, who are excluded as seeds)::
 

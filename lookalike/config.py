@@ -166,7 +166,7 @@ class IndexConfig(_Section):
 class AudienceConfig(_Section):
     """Seed expansion and export rules."""
 
-    strategy: Literal["knn", "knn_background", "clusters", "centroid", "contrast"] = "knn"
+    strategy: Literal["knn", "clusters", "centroid", "contrast"] = "knn"
     neighbours_per_seed: int = Field(100, ge=1)
     top_m: int = Field(10, ge=1, description="Seed similarities averaged per candidate (knn).")
     n_clusters: int | None = Field(None, ge=1, description="Seed clusters; default grows with seeds.")
@@ -180,9 +180,6 @@ class AudienceConfig(_Section):
     distinctiveness_folds: int = Field(3, ge=2, description="Cross-validation folds of the AUC.")
     min_distinctiveness_auc: float = Field(0.6, ge=0.5, le=1.0)
     max_clusters: int = Field(32, ge=1, description="Cap of the default seed cluster count.")
-    knn_background_sample: int = Field(
-        5000, ge=1, description="Candidates sampled as the population (knn_background strategy)."
-    )
     contrast_background: int = Field(
         50_000, ge=2, description="Candidates sampled as the unlabeled class (contrast strategy)."
     )
@@ -255,7 +252,7 @@ class AudienceSpec(_Section):
     fraction: float | None = Field(None, gt=0.0, le=1.0)
     exclude: str | None = None
     eligible: str | None = None
-    strategy: Literal["knn", "knn_background", "clusters", "centroid", "contrast"] | None = None
+    strategy: Literal["knn", "clusters", "centroid", "contrast"] | None = None
     out: str
 
 

@@ -42,9 +42,7 @@ from lookalike.validation import raw_feature_vectors
 
 Progress = Callable[[str], Any]
 ACTIVITY_COLUMN = "n_events_total"
-TWO_TOWER_STRATEGIES = ("knn", "knn_background", "clusters", "centroid", "contrast")
-# Strategies that score only the users the seeds' neighbour lists reach.
-LIST_STRATEGIES = {"knn", "knn_background"}
+TWO_TOWER_STRATEGIES = ("knn", "clusters", "centroid", "contrast")
 
 
 @dataclass(frozen=True)
@@ -310,7 +308,7 @@ def strategy_scores(
     """
     n_eligible = len(task.eligible_rows)
     size = n_eligible
-    if strategy in LIST_STRATEGIES:
+    if strategy == "knn":
         size = cutoff_size(max(task.config.evaluate.cutoffs), n_eligible)
     problem = ExpansionProblem(
         embeddings=vectors,

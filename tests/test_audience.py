@@ -210,25 +210,6 @@ def test_knn_matches_the_naive_reference(embeddings, weighted):
     np.testing.assert_allclose(similarity, [sim for _, sim in expected], atol=1e-6)
 
 
-def test_knn_background_matches_the_naive_reference(embeddings):
-    seeds = seeds_in_clusters(N, (0, 2), 30)
-    problem, allowed = make_problem(embeddings, seeds, 70, excluded_rows=np.arange(1, N, 13))
-    config = AudienceConfig(neighbours_per_seed=12, top_m=3, knn_background_sample=N)
-    result = expand_seeds(problem, ExactSearch(embeddings), "knn_background", config)
-    k = result.effort["neighbours_per_seed"]
-    knn = naive_knn_scores(embeddings, problem.seed_vectors, problem.seed_weights, allowed, k, 3)
-    population = np.flatnonzero(allowed)  # every candidate is in the sample, so skip itself
-    crowding = {
-        row: float(np.mean(sorted(
-            (float(np.dot(embeddings[row], embeddings[other])) for other in population if other != row),
-            reverse=True)[:3]))
-        for row in knn
-    }
-    rows, scores = best_first({row: knn[row] - crowding[row] for row in knn}, 70)
-    assert result.rows.tolist() == rows
-    np.testing.assert_allclose(result.scores, scores, atol=1e-5)
-
-
 def test_knn_grows_k_until_enough_distinct_candidates(embeddings):
     seeds = seeds_in_clusters(N, (2,), 30)
     problem, allowed = make_problem(embeddings, seeds, 250)
