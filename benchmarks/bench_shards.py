@@ -9,7 +9,8 @@ and the 10,000 seeds) and, in this one process, runs the build flow twice from e
 Then it checks that both builds give the same audience: the embeddings must be identical (training
 is seeded), the seeds' top-100 neighbour lists are compared at a high query ``ef`` (against exact
 search on a sample of seeds too), and the export of 5% of the population from the same seeds,
-queried at that ``ef``, must list the same users in the same order. Example::
+queried at that ``ef``, must list the same users in the same order (``--compare-only`` repeats
+the comparison on the builds a previous run left, e.g. at a higher ``--ef``). Example::
 
     python benchmarks/e2e.py --users 1000000 --work /tmp/e2e1m --out /tmp/e2e1m.json
     python benchmarks/bench_shards.py --work /tmp/e2e1m --shards 4 --out benchmarks/out/shards-1m.json
@@ -122,12 +123,19 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--ef", type=int, default=1000, help="query ef of the comparison")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--compare-only", action="store_true",
+                        help="compare the builds a previous run left in --work (no timings)")
     args = parser.parse_args()
 
-    one_s, one = timed_build(args.work, "default", 1)
-    print(f"1 shard, default runner: {one_s:.1f} s")
-    many_s, many = timed_build(args.work, "dask", args.shards)
-    print(f"{args.shards} shards, Dask: {many_s:.1f} s")
+    if args.compare_only:
+        one = Workdir(args.work / "w-default-1").current()
+        many = Workdir(args.work / f"w-dask-{args.shards}").current()
+        one_s = many_s = float("nan")
+    else:
+        one_s, one = timed_build(args.work, "default", 1)
+        print(f"1 shard, default runner: {one_s:.1f} s")
+        many_s, many = timed_build(args.work, "dask", args.shards)
+        print(f"{args.shards} shards, Dask: {many_s:.1f} s")
     same_embeddings = bool(np.array_equal(open_embeddings(one.embeddings),
                                           open_embeddings(many.embeddings)))
     seeds = args.work / "seeds.parquet"
