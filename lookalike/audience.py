@@ -391,29 +391,6 @@ def score_knn(
     problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
 ) -> Expansion:
     """Mean of each candidate's ``top_m`` weighted seed similarities among the seeds' k-NN lists."""
-    lists = seed_neighbour_lists(problem, search, config)
-    rows, scores = top_ranked(lists.rows, lists.scores, problem.size)
-    return Expansion(rows, scores, lists.effort, lists.nearest_seeds(rows))
-
-
-@dataclass(frozen=True)
-class NeighbourLists:
-    """Every seed's neighbour list and the knn score of each distinct candidate they reach."""
-
-    labels: np.ndarray  # int64 [S, k], -1 where a list is short
-    sims: np.ndarray  # float32 [S, k]
-    rows: np.ndarray  # int64, the distinct candidates reached
-    scores: np.ndarray  # float64, their knn scores
-    effort: dict[str, int]
-
-    def nearest_seeds(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return most_similar_listing_seed(self.labels, self.sims, rows)
-
-
-def seed_neighbour_lists(
-    problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
-) -> NeighbourLists:
-    """Query ``k`` neighbours per seed, growing ``k`` until the lists reach ``size`` candidates."""
     cap = min(problem.n_candidates, search.live_count)
     k = min(config.neighbours_per_seed, cap)
     rounds = 0
@@ -427,8 +404,9 @@ def seed_neighbour_lists(
     relative_weights = problem.seed_weights / problem.seed_weights.mean()
     contributions = sims.astype(np.float64) * relative_weights[:, None]
     rows, scores = mean_top_m(labels, contributions, config.top_m)
-    return NeighbourLists(labels, sims, rows, scores,
-                          {"neighbours_per_seed": k, "query_rounds": rounds})
+    rows, scores = top_ranked(rows, scores, problem.size)
+    effort = {"neighbours_per_seed": k, "query_rounds": rounds}
+    return Expansion(rows, scores, effort, most_similar_listing_seed(labels, sims, rows))
 
 
 def _allowed(problem: ExpansionProblem) -> np.ndarray:
@@ -508,10 +486,10 @@ def score_contrast(
         _seed_contrast(problem, half, relative_weights, config.contrast_c)
         for half in halves if len(half)
     ]
-    logits = linear_scores(problem.embeddings, np.mean(directions, axis=0))
+    logits = _log_odds(problem.embeddings, np.mean(directions, axis=0))
     if len(directions) == 2:
         for half, other_model in zip(halves, reversed(directions), strict=True):
-            logits[half] = linear_scores(problem.embeddings[half], other_model)
+            logits[half] = _log_odds(problem.embeddings[half], other_model)
     rows, best = top_ranked(candidates, _sigmoid(logits[candidates]), problem.size)
     return Expansion(rows, best, {"background": sample_size})
 
@@ -529,14 +507,9 @@ def _seed_contrast(
     return np.r_[model.coef_[0], model.intercept_[0]]
 
 
-def linear_scores(embeddings: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """``embeddings @ direction[:-1] + direction[-1]`` for every row, in blocks (float64 [N])."""
-    weights = direction[:-1].astype(np.float32)
-    scores = np.empty(len(embeddings), dtype=np.float64)
-    for start in range(0, len(embeddings), _ROW_BLOCK):
-        block = np.asarray(embeddings[start : start + _ROW_BLOCK], dtype=np.float32)
-        scores[start : start + len(block)] = block @ weights
-    return scores + direction[-1]
+def _log_odds(embeddings: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``embeddings @ coefficients + intercept`` for ``direction`` = [coefficients..., intercept]."""
+    return max_cosine(embeddings, direction[None, :-1]) + direction[-1]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

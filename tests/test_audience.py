@@ -42,23 +42,16 @@ def naive_neighbours(embeddings, query, allowed, k) -> list[tuple[float, int]]:
     return pairs[:k]
 
 
-def naive_knn_scores(embeddings, seed_vectors, weights, allowed, k, m) -> dict[int, float]:
+def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[list, list]:
     """Mean of the top-m weighted similarities of each candidate found in the seeds' k-NN lists."""
     relative = weights / weights.mean()
     found: dict[int, list[float]] = {}
     for s, query in enumerate(seed_vectors.astype(np.float64)):
         for sim, row in naive_neighbours(embeddings, query, allowed, k):
             found.setdefault(row, []).append(sim * relative[s])
-    return {row: sum(sorted(v, reverse=True)[:m]) / m for row, v in found.items()}
-
-
-def best_first(scores: dict[int, float], size: int) -> tuple[list, list]:
+    scores = {row: sum(sorted(v, reverse=True)[:m]) / m for row, v in found.items()}
     ranked = sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:size]
     return [r for r, _ in ranked], [s for _, s in ranked]
-
-
-def naive_knn(embeddings, seed_vectors, weights, allowed, k, m, size) -> tuple[list, list]:
-    return best_first(naive_knn_scores(embeddings, seed_vectors, weights, allowed, k, m), size)
 
 
 def naive_listing_seed(embeddings, seed_vectors, allowed, k, rows) -> list[tuple[int, float]]:
