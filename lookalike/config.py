@@ -161,6 +161,14 @@ class IndexConfig(_Section):
     add_batch_rows: int = Field(
         100_000, ge=1, description="Embedding rows read and added to hnswlib at a time (bounds memory)."
     )
+    locality_clusters: int = Field(
+        1024, ge=0, description="Most k-means clusters (one per 1,000 users) by which users are "
+        "inserted, so that neighbours sit close in memory: halves the 1M-user build at equal "
+        "recall (benchmarks/RESULTS.md, issue 8). 0 inserts in row order.",
+    )
+    locality_sample: int = Field(
+        100_000, ge=1, description="Users the locality k-means is fitted on."
+    )
 
 
 class AudienceConfig(_Section):

@@ -18,6 +18,7 @@ from lookalike.index import (
     build_index,
     compact,
     exact_search,
+    locality_order,
     read_index_manifest,
     recall_at_k,
     shard_count,
@@ -177,6 +178,26 @@ def test_default_parameters_reach_recall_against_exact_search(tmp_path: Path, ma
     assert (sims <= truth_sims + 1e-5).all()  # the j-th found can't beat the j-th best overall
     manifest = read_index_manifest(tmp_path / "index")
     assert manifest.recall_at_100 >= 0.95 and manifest.recall_at_10 >= 0.95
+
+
+def test_locality_order_puts_similar_users_next_to_each_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(index_module, "LOCALITY_ROWS_PER_CLUSTER", 50)
+    embeddings = clustered_vectors(6000, 16, 0, clusters=30)  # rows in random cluster order
+    rows = np.arange(5, 6000, 2)
+    ordered = locality_order(embeddings, rows, CONFIG)
+    np.testing.assert_array_equal(np.sort(ordered), rows)
+
+    def neighbour_cosine(order: np.ndarray) -> float:
+        return float(np.mean(np.sum(embeddings[order[1:]] * embeddings[order[:-1]], axis=1)))
+
+    # Random order: consecutive users share a cluster 1 time in 30; in locality order almost always.
+    assert neighbour_cosine(rows) < 0.2
+    assert neighbour_cosine(ordered) > 0.7
+    unchanged = CONFIG.model_copy(update={"locality_clusters": 0})
+    np.testing.assert_array_equal(locality_order(embeddings, rows, unchanged), rows)
+    np.testing.assert_array_equal(locality_order(embeddings, rows[:99], CONFIG), rows[:99])
 
 
 def test_recall_at_k_counts_hits_per_row() -> None:
