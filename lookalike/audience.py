@@ -41,13 +41,9 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from lookalike.artifacts import read_json
 from lookalike.config import AudienceConfig
-from lookalike.embed import MANIFEST_FILE as EMBEDDINGS_MANIFEST
-from lookalike.embed import SEED_DIRECTIONS
 from lookalike.errors import AudienceError
 from lookalike.index import exact_search
-from lookalike.model import queries_from_candidates
 
 QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
 EXAMPLES_SHOWN = 5
@@ -278,15 +274,10 @@ def seed_distinctiveness(
 
 def load_seed_vectors(embeddings_path: Path, rows: np.ndarray) -> np.ndarray:
     """Seed vectors: rows of ``query_embeddings.npy`` beside the embeddings if present, else the
-    population embeddings themselves (shared towers), reduced to their directions when the
-    embeddings' manifest says so (a magnitude model, :func:`lookalike.model.queries_from_candidates`)."""
+    population embeddings themselves (shared towers)."""
     query_path = embeddings_path.with_name(QUERY_EMBEDDINGS_NAME)
     source = query_path if query_path.is_file() else embeddings_path
-    vectors = np.asarray(np.load(source, mmap_mode="r")[rows], dtype=np.float32)
-    manifest_path = embeddings_path.with_name(EMBEDDINGS_MANIFEST)
-    if manifest_path.is_file() and read_json(manifest_path).get("seed_vectors") == SEED_DIRECTIONS:
-        return queries_from_candidates(torch.from_numpy(vectors)).numpy()
-    return vectors
+    return np.asarray(np.load(source, mmap_mode="r")[rows], dtype=np.float32)
 
 
 # --- who may be returned, and how many ------------------------------------------------------------

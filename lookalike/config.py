@@ -86,12 +86,6 @@ class ModelConfig(_Section):
     bf16: bool = Field(
         False, description="bfloat16 autocast in the towers, for training and inference (CPU)."
     )
-    magnitude: bool = Field(
-        False, description="Candidates carry a learned length (how strongly they look like a "
-        "converter) in one extra coordinate; seeds use only their direction. Raised AUC and "
-        "lift on Bank Marketing (one conversion type), lowered it on the three-type synthetic "
-        "data (benchmarks/RESULTS.md, issue 7).",
-    )
 
 
 class TrainConfig(_Section):

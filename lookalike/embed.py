@@ -25,8 +25,6 @@ from lookalike.spec import FeatureSpec, encode
 EMBEDDINGS_FILE = "embeddings.npy"
 USERS_FILE = "users.parquet"
 MANIFEST_FILE = "embeddings.json"
-# How seeds' query vectors follow from their rows of embeddings.npy (the manifest's "seed_vectors").
-SEED_ROWS, SEED_DIRECTIONS = "rows", "directions"
 
 
 @dataclass(frozen=True)
@@ -60,8 +58,7 @@ def embed_population(
 
     Writes ``embeddings.npy`` (float32 [N, d], L2-normalized), ``users.parquet`` (``user_id`` in row
     order, dtype preserved) and ``embeddings.json`` (model_build_id, count, dim, sha256 of both
-    files, and ``seed_vectors``: "directions" when seeds' query vectors are
-    :func:`lookalike.model.queries_from_candidates` of their rows, else "rows"), each atomically. Memory stays at about one batch of features.
+    files), each atomically. Memory stays at about one batch of features.
     """
     say = progress or (lambda _message: None)
     spec, model, build_id = _load_checked(spec_path, model_dir)
@@ -88,7 +85,6 @@ def embed_population(
         "dim": dim,
         "embeddings_sha256": sha256_file(paths.embeddings),
         "users_sha256": sha256_file(paths.users),
-        "seed_vectors": SEED_DIRECTIONS if model.magnitude else SEED_ROWS,
     }
     write_json(paths.manifest, manifest)
     return paths

@@ -357,9 +357,7 @@ def load_population(features_path: Path, spec_path: Path, model_dir: Path) -> Po
     encoded: EncodedFeatures = encode(frame, spec)
     model = load_model(model_dir)
     candidates = embed_encoded(model, encoded, "candidate")
-    queries = (
-        candidates if model.shared and not model.magnitude else embed_encoded(model, encoded, "query")
-    )
+    queries = candidates if model.shared else embed_encoded(model, encoded, "query")
     activity = (
         pl.read_parquet(features_path, columns=[ACTIVITY_COLUMN]).get_column(ACTIVITY_COLUMN)
         .fill_null(0).to_numpy().astype(np.float64)

@@ -5,13 +5,6 @@ L2-normalized embedding: numeric features through a piecewise-linear encoding, c
 through embeddings, then an MLP. The *query* tower embeds seed users, the *candidate* tower the
 population; with ``share_towers`` both are one module.
 
-With ``ModelConfig.magnitude`` the MLP's last output is a length ``rho`` in (0, 1) and the others a
-direction ``d``: a candidate is ``[rho * d, sqrt(1 - rho**2)]`` and a query ``[d, 0]`` (both unit
-vectors, see :func:`queries_from_candidates`), so their cosine is ``rho * cos(d_query, d_cand)``.
-A length lets similarity keep "how far out", which cosine on plain unit vectors throws away: on the
-synthetic truth, cosine on the true latent vectors halves lift at 1% against their inner product
-(benchmarks/RESULTS.md, issue 7). Training, validation and the index all use that one cosine.
-
 Saved form (``model_dir``): ``model.safetensors`` (weights) and ``model.json`` (manifest with the
 architecture and the weights' sha256, which :func:`load_model` verifies before reading).
 """
@@ -40,8 +33,6 @@ WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "model.json"
 # A chunk's piecewise-linear activations stay in cache: 1.6-2.5x faster than 8192 rows (measured).
 INFERENCE_CHUNK_ROWS = 1024
-# Smallest candidate length of a magnitude model (its direction must survive float32 storage).
-MIN_LENGTH = 1e-3
 
 
 class PiecewiseLinearEncoding(nn.Module):
@@ -87,31 +78,11 @@ class EncoderTower(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, config.embedding_dim))
         self.mlp = nn.Sequential(*layers)
-        self.magnitude = config.magnitude
 
     def forward(self, numeric: Tensor, categorical: Tensor) -> Tensor:
-        """Candidate-side unit embeddings [n, embedding_dim] (with a length when ``magnitude``)."""
         parts = [self.numeric_encoding(numeric)]
         parts += [emb(categorical[:, j]) for j, emb in enumerate(self.categorical_embeddings)]
-        out = self.mlp(torch.cat(parts, dim=1)).float()
-        if not self.magnitude:
-            return F.normalize(out, dim=1)
-        # rho stays above MIN_LENGTH so that the direction can be read back from a float32 vector
-        rho = MIN_LENGTH + (1.0 - 2.0 * MIN_LENGTH) * torch.sigmoid(out[:, -1:])
-        direction = F.normalize(out[:, :-1], dim=1)
-        return torch.cat([rho * direction, torch.sqrt(1.0 - rho * rho)], dim=1)
-
-
-def queries_from_candidates(candidates: Tensor) -> Tensor:
-    """Query vectors ``[d, 0]`` of magnitude-model candidate vectors ``[rho * d, sqrt(1 - rho**2)]``.
-
-    Example::
-
-        >>> c = torch.tensor([[0.3, 0.4, (1 - 0.25) ** 0.5]])  # rho 0.5, d (0.6, 0.8)
-        >>> queries_from_candidates(c)
-        tensor([[0.6000, 0.8000, 0.0000]])
-    """
-    return F.normalize(torch.cat([candidates[:, :-1], torch.zeros_like(candidates[:, -1:])], 1), dim=1)
+        return F.normalize(self.mlp(torch.cat(parts, dim=1)).float(), dim=1)
 
 
 @dataclass(frozen=True)
@@ -172,14 +143,9 @@ class TwoTowerEncoder(nn.Module):
     def tower(self, name: Tower) -> EncoderTower:
         return self.towers["query" if self.shared else name]
 
-    @property
-    def magnitude(self) -> bool:
-        return self.architecture.model.magnitude
-
     def forward(self, numeric: Tensor, categorical: Tensor, tower: Tower = "candidate") -> Tensor:
         with _autocast(self.architecture.model.bf16):
-            out = self.tower(tower)(numeric, categorical)
-        return queries_from_candidates(out) if tower == "query" and self.magnitude else out
+            return self.tower(tower)(numeric, categorical)
 
 
 def _autocast(bf16: bool) -> contextlib.AbstractContextManager[Any]:

@@ -36,10 +36,8 @@ from lookalike.model import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
     Architecture,
-    Tower,
     TwoTowerEncoder,
     embed_encoded,
-    queries_from_candidates,
     read_weights,
     save_model,
     save_weights,
@@ -316,11 +314,11 @@ class _Run:
         anchors = batch.n_anchors
         numeric, categorical = self.numeric[rows], self.categorical[rows]
         candidates = self.model(numeric, categorical, "candidate")
-        if self.model.shared:  # one tower: the anchors' queries follow from their candidate side
-            queries = candidates[:anchors]
-            queries = queries_from_candidates(queries) if self.model.magnitude else queries
-        else:
-            queries = self.model(numeric[:anchors], categorical[:anchors], "query")
+        queries = (
+            candidates[:anchors]  # one tower: the anchors' candidate embeddings are their queries
+            if self.model.shared
+            else self.model(numeric[:anchors], categorical[:anchors], "query")
+        )
         positive, negative = pair_masks(
             rows[:anchors], torch.from_numpy(batch.anchor_types), rows, self.labels[rows]
         )
@@ -484,9 +482,7 @@ def _health(
     rng = _rng(tc.seed, HEALTH_STREAM)
     n = len(data.features)
     sample = rng.choice(n, size=min(n, tc.health_sample), replace=False)
-    # a magnitude model's candidates share one extra coordinate: judge collapse on directions
-    tower: Tower = "query" if model.magnitude else "candidate"
-    embeddings = embed_encoded(model, data.features.rows(np.sort(sample)), tower)
+    embeddings = embed_encoded(model, data.features.rows(np.sort(sample)), "candidate")
     seeds = np.concatenate(
         [
             rng.choice(train, size=len(heldout))

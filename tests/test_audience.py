@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import polars as pl
 import pytest
@@ -328,17 +326,6 @@ def test_seed_vectors_come_from_query_embeddings_when_present(tmp_path, embeddin
     np.testing.assert_array_equal(load_seed_vectors(path, np.array([4, 2])), embeddings[[4, 2]])
     np.save(tmp_path / "query_embeddings.npy", -embeddings)
     np.testing.assert_array_equal(load_seed_vectors(path, np.array([4, 2])), -embeddings[[4, 2]])
-
-
-def test_magnitude_seed_vectors_are_the_directions_of_their_rows(tmp_path, embeddings):
-    path = tmp_path / "embeddings.npy"
-    np.save(path, embeddings)
-    (tmp_path / "embeddings.json").write_text(json.dumps({"seed_vectors": "directions"}))
-    rows = np.array([7, 3])
-    expected = embeddings[rows].astype(np.float64)
-    expected[:, -1] = 0.0
-    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(load_seed_vectors(path, rows), expected, atol=1e-6)
 
 
 # --- hard rules and size: property test ---------------------------------------------------------

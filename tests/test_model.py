@@ -17,7 +17,6 @@ from lookalike.model import (
     categorical_embedding_dim,
     embed_encoded,
     load_model,
-    queries_from_candidates,
     save_model,
 )
 from lookalike.spec import EncodedFeatures
@@ -59,11 +58,9 @@ def features(n: int) -> EncodedFeatures:
     return EncodedFeatures(rng.random((n, 6), dtype=np.float32), codes)
 
 
-def encoder(share: bool, seed: int = 0, magnitude: bool = False) -> TwoTowerEncoder:
+def encoder(share: bool, seed: int = 0) -> TwoTowerEncoder:
     torch.manual_seed(seed)
-    config = ModelConfig(
-        embedding_dim=12, hidden_dims=[32, 16], share_towers=share, magnitude=magnitude
-    )
+    config = ModelConfig(embedding_dim=12, hidden_dims=[32, 16], share_towers=share)
     return TwoTowerEncoder(Architecture(config, 6, [5, 30]))
 
 
@@ -84,29 +81,6 @@ def test_shared_towers_are_one_module_and_separate_towers_differ() -> None:
     )
     n_shared = sum(p.numel() for p in shared.parameters())
     assert sum(p.numel() for p in separate.parameters()) == 2 * n_shared
-
-
-@pytest.mark.parametrize("share", [True, False])
-def test_magnitude_similarity_is_length_times_direction_cosine(share: bool) -> None:
-    model, rows = encoder(share, magnitude=True).eval(), features(60)
-    numeric, categorical = torch.from_numpy(rows.numeric), torch.from_numpy(rows.categorical)
-    with torch.inference_mode():
-        raw = {t: model.tower(t).mlp(torch.cat(  # type: ignore[arg-type]
-            [model.tower(t).numeric_encoding(numeric)]
-            + [e(categorical[:, j]) for j, e in enumerate(model.tower(t).categorical_embeddings)], 1,
-        )).numpy().astype(np.float64) for t in ("query", "candidate")}
-    queries, candidates = (embed_encoded(model, rows, t) for t in ("query", "candidate"))
-    np.testing.assert_allclose(np.linalg.norm(queries, axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(candidates, axis=1), 1.0, rtol=1e-5)
-    # Reference: query direction d_q, candidate direction d_c and length rho from the raw outputs.
-    d_q = raw["query"][:, :-1] / np.linalg.norm(raw["query"][:, :-1], axis=1, keepdims=True)
-    d_c = raw["candidate"][:, :-1] / np.linalg.norm(raw["candidate"][:, :-1], axis=1, keepdims=True)
-    rho = 1e-3 + (1 - 2e-3) / (1 + np.exp(-raw["candidate"][:, -1]))
-    expected = (d_q @ d_c.T) * rho[None, :]
-    np.testing.assert_allclose(queries @ candidates.T, expected, atol=1e-5)
-    if share:  # one tower: a seed's query is the direction of its own candidate vector
-        derived = queries_from_candidates(torch.from_numpy(candidates)).numpy()
-        np.testing.assert_allclose(derived, queries, atol=1e-5)
 
 
 def test_embedding_is_in_eval_mode_without_dropout() -> None:
