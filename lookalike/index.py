@@ -16,9 +16,9 @@ to every shard and the per-shard results are merged into the exact top-k of thei
 
 Building: :func:`build_shard` builds one shard from the saved embeddings (an orchestrator may run
 the shards in parallel, one task each), inserting users cluster by cluster
-(:func:`locality_order`) so the build stays cache-friendly, then :func:`write_index_manifest` measures recall@10 and
-recall@100 against :func:`exact_search`, refuses an index below ``IndexConfig.recall_floor`` and
-writes ``index.json``. :func:`build_index` does both in one process. ``random_seed`` is passed to
+(:func:`locality_order`) so the build stays cache-friendly, then :func:`write_index_manifest`
+measures recall@10 and recall@100 against :func:`exact_search`, refuses an index below
+``IndexConfig.recall_floor`` and writes ``index.json``. :func:`build_index` does both in one process. ``random_seed`` is passed to
 hnswlib, but with more than one thread the insertion order (and so the graph) varies from run to
 run: builds are reproducible bit for bit only with ``IndexConfig.threads = 1``.
 

@@ -111,7 +111,8 @@ class Architecture:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Architecture:
         model = ModelConfig.model_validate(raw["model"])
-        return cls(model, raw["n_numeric"], raw["cardinalities"], raw["propensity_types"])
+        # manifests written before the propensity head existed have no such key
+        return cls(model, raw["n_numeric"], raw["cardinalities"], raw.get("propensity_types", 0))
 
 
 class TwoTowerEncoder(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,19 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(embed_encoded(loaded, rows, tower), expected)
     assert manifest["model_build_id"] == manifest["weights_sha256"][:16]
     assert not loaded.training
+
+
+def test_model_saved_before_the_propensity_head_still_loads(tmp_path: Path) -> None:
+    model = encoder(share=True)
+    save_model(model, tmp_path, spec_sha256="ab" * 32, metadata={})
+    manifest_path = tmp_path / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["architecture"]["propensity_types"]
+    manifest_path.write_text(json.dumps(manifest))
+    loaded = load_model(tmp_path)
+    assert loaded.propensity is None
+    rows = features(16)
+    np.testing.assert_array_equal(embed_encoded(loaded, rows), embed_encoded(model, rows))
 
 
 def test_load_refuses_tampered_weights(tmp_path: Path) -> None:
