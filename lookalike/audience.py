@@ -478,9 +478,8 @@ def score_contrast(
     scored by the model that did not see it, the others by the mean of both models' log-odds.
     """
     candidates = np.flatnonzero(_allowed(problem))
-    rng = np.random.default_rng(config.seed)
     sample_size = min(config.contrast_background, len(candidates))
-    halves = np.array_split(np.sort(rng.choice(candidates, sample_size, replace=False)), 2)
+    halves = random_halves(candidates, sample_size, config.seed)
     relative_weights = problem.seed_weights / problem.seed_weights.mean()
     directions = [
         _seed_contrast(problem, half, relative_weights, config.contrast_c)
@@ -492,6 +491,18 @@ def score_contrast(
             logits[half] = _log_odds(problem.embeddings[half], other_model)
     rows, best = top_ranked(candidates, _sigmoid(logits[candidates]), problem.size)
     return Expansion(rows, best, {"background": sample_size})
+
+
+def random_halves(rows: np.ndarray, sample_size: int, seed: int) -> list[np.ndarray]:
+    """A seeded random sample of ``rows`` split into two random halves (each sorted).
+
+    The halves must be random, not the low and high rows of a sorted sample: tables are often
+    ordered by time or source, and two models trained on different periods as "population" each
+    learn the other period as seed-like (on Bank Marketing, ordered by date, that split cut the
+    contrast strategy's precision at 1% from 0.44 to 0.12).
+    """
+    sample = np.random.default_rng(seed).choice(rows, sample_size, replace=False)
+    return [np.sort(half) for half in np.array_split(sample, 2)]
 
 
 def _seed_contrast(

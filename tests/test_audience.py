@@ -22,6 +22,7 @@ from lookalike.audience import (
     match_ids,
     mean_top_m,
     nearest_seeds,
+    random_halves,
     resolve_size,
     seed_distinctiveness,
     validate_seeds,
@@ -78,9 +79,10 @@ def newton_logistic(x, y, sample_weight, c) -> np.ndarray:
     return theta
 
 
-def naive_contrast(embeddings, seed_vectors, seed_weights, allowed, c) -> dict[int, float]:
+def naive_contrast(embeddings, seed_vectors, seed_weights, allowed, c, seed=0) -> dict[int, float]:
     """Cross-fitted balanced logistic regression, every allowed row in the background sample."""
-    halves = np.array_split(np.flatnonzero(allowed), 2)
+    rows = np.flatnonzero(allowed)
+    halves = random_halves(rows, len(rows), seed)
     thetas = []
     for half in halves:
         x = np.vstack([seed_vectors, embeddings[half]])
@@ -293,6 +295,33 @@ def test_contrast_recovers_a_half_space():
     problem, _ = make_problem(vectors, seeds, 50)
     result = expand_seeds(problem, ExactSearch(vectors), "contrast", AudienceConfig())
     assert projection[result.rows].min() > 0.5
+
+
+def test_random_halves_are_a_seeded_random_partition_of_a_sample():
+    rows = np.arange(1000, 3000)
+    halves = random_halves(rows, 800, seed=4)
+    both = np.concatenate(halves)
+    assert [len(h) for h in halves] == [400, 400] and len(np.unique(both)) == 800
+    assert np.isin(both, rows).all() and all((np.diff(h) > 0).all() for h in halves)
+    # Each half spans the whole row range, unlike the low and high rows of a sorted sample.
+    assert all(np.mean(h < 2000) == pytest.approx(0.5, abs=0.1) for h in halves)
+    assert all(np.array_equal(a, b) for a, b in zip(halves, random_halves(rows, 800, 4), strict=True))
+
+
+def test_contrast_is_not_fooled_by_rows_ordered_by_period():
+    """Rows sorted by period (as a table ordered by date is), seeds from every period: the
+    audience must follow the seed direction in both periods, not pick one period."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    period = np.where(np.arange(n) < n // 2, 1.0, -1.0)
+    signal = rng.normal(size=n)
+    vectors = np.column_stack([period, signal, rng.normal(size=(n, 6))]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    seeds = rng.choice(np.flatnonzero(signal > 1.0), 150, replace=False)
+    problem, _ = make_problem(vectors, seeds, 200)
+    result = expand_seeds(problem, ExactSearch(vectors), "contrast", AudienceConfig())
+    assert np.mean(signal[result.rows] > 1.0) > 0.9
+    assert 0.3 < np.mean(result.rows < n // 2) < 0.7
 
 
 def test_unknown_strategy_is_refused(embeddings):
