@@ -116,6 +116,34 @@ def info_nce_loss(
     return PairLosses(losses, anchors, candidates, torch.ones_like(anchors, dtype=torch.bool))
 
 
+def view_info_nce_loss(view_emb: Tensor, emb: Tensor, temperature: float = 0.2) -> PairLosses:
+    """Self-supervised InfoNCE: each row's view must pick its own row out of the batch.
+
+    For row ``i`` with view ``v_i`` and embeddings ``e_1..e_n`` of the same batch::
+
+        loss(i) = -log( exp(s(v_i, e_i) / t) / (exp(s(v_i, e_i) / t) + sum_{j != i} exp(s(v_i, e_j) / t)) )
+
+    It is :func:`info_nce_loss` with the identity as positive mask (NT-Xent with one direction).
+
+    Inputs: ``view_emb`` and ``emb`` [n, d], L2-normalized, row ``i`` of both the same user.
+
+    Reference: Bahri et al. 2022, "SCARF: Self-Supervised Contrastive Learning using Random Feature
+    Corruption" (views from :func:`lookalike.augment.corrupt_features`); Chen et al. 2020, SimCLR.
+
+    When to use: added to the converter loss (``train.self_supervised_weight``), it keeps the
+    structure of users that no trained conversion depends on, which new seed lists need.
+
+    Example::
+
+        >>> emb = F.normalize(torch.randn(5, 8), dim=1)
+        >>> pairs = view_info_nce_loss(emb, emb, temperature=0.2)
+        >>> pairs.losses.shape, bool(pairs.positive.all())
+        (torch.Size([5]), True)
+    """
+    same = torch.eye(len(emb), dtype=torch.bool, device=emb.device)
+    return info_nce_loss(view_emb, emb, same, ~same, temperature)
+
+
 def margin_contrastive_loss(
     anchor_emb: Tensor,
     candidate_emb: Tensor,

@@ -27,11 +27,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lookalike.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
+from lookalike.augment import corrupt_features
 from lookalike.config import LookalikeConfig, TrainConfig
 from lookalike.embed import feature_columns
 from lookalike.errors import InputError, TrainingError
 from lookalike.health import EmbeddingHealth, check_not_collapsed, embedding_health
-from lookalike.losses import PairLossFn, loss_function, mean_pair_loss, pair_masks
+from lookalike.losses import (
+    PairLossFn,
+    loss_function,
+    mean_pair_loss,
+    pair_masks,
+    view_info_nce_loss,
+)
 from lookalike.model import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
@@ -323,6 +330,13 @@ class _Run:
             rows[:anchors], torch.from_numpy(batch.anchor_types), rows, self.labels[rows]
         )
         loss = mean_pair_loss(self.loss_fn(queries, candidates, positive, negative))
+        if self.tc.self_supervised_weight > 0:
+            rate = self.tc.corruption_rate
+            views = self.model(
+                corrupt_features(numeric, rate), corrupt_features(categorical, rate), "candidate"
+            )
+            pairs = view_info_nce_loss(views, candidates, self.tc.temperature)
+            loss = loss + self.tc.self_supervised_weight * mean_pair_loss(pairs)
         if self.model.propensity is not None:
             logits = self.model.propensity(candidates.float())
             targets = self.labels[rows].float()

@@ -337,7 +337,7 @@ def test_a_small_eligible_list_is_searched_exactly_without_the_index(tmp_path, e
     ids = population_ids(N, "int")
     eligible = write_ids(tmp_path / "eligible.parquet", ids[np.arange(0, N, 3)])
     seeds = write_ids(tmp_path / "seeds.parquet", ids[seed_rows()])
-    common = dict(size=60, eligible=eligible, config=CONFIG, progress=lambda _: None)
+    common = dict(size=60, eligible=eligible, strategy="knn", config=CONFIG, progress=lambda _: None)
     default = export_audience(build, seeds, tmp_path / "default.parquet", **common)
     exact = export_audience(build, seeds, tmp_path / "exact.parquet",
                             search=ExactSearch(embeddings), **common)

@@ -16,6 +16,7 @@ from lookalike.losses import (
     margin_contrastive_loss,
     mean_pair_loss,
     pair_masks,
+    view_info_nce_loss,
 )
 
 N_TYPES = 3
@@ -227,6 +228,20 @@ def test_info_nce_single_pair_hand_computed() -> None:
     positive, negative = torch.tensor([[True, False]]), torch.tensor([[False, True]])
     pairs = info_nce_loss(anchor, candidates, positive, negative, temperature=0.5)
     assert float(pairs.losses[0]) == pytest.approx(-math.log(math.e**2 / (math.e**2 + 1)))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_view_info_nce_matches_a_naive_loop(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    emb = F.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=1)
+    views = F.normalize(emb + 0.5 * torch.randn(7, 5, generator=g, dtype=torch.float64), dim=1)
+    pairs = view_info_nce_loss(views, emb, temperature=0.3)
+    expected = []
+    for i in range(7):
+        logits = [float(views[i] @ emb[j]) / 0.3 for j in range(7)]
+        expected.append(-logits[i] + math.log(sum(math.exp(v) for v in logits)))
+    assert pairs.anchors.tolist() == pairs.candidates.tolist() == list(range(7))
+    torch.testing.assert_close(pairs.losses, torch.tensor(expected, dtype=torch.float64))
 
 
 def test_docstring_examples_run() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 
 from lookalike.artifacts import sha256_file
@@ -108,6 +109,26 @@ def test_trained_space_beats_raw_features_on_held_out_converters(tmp_path: Path)
     assert model_recall >= 2 * raw_recall
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_self_supervised_term_keeps_what_the_one_trained_type_does_not_need(
+    make_config: ConfigFactory, tmp_path: Path, seed: int
+) -> None:
+    """With one conversion type the labels teach one latent direction; the SCARF term must keep
+    more of the other three (linear read-out of the whole toy latent from the embedding)."""
+    toy = write_toy_tables(tmp_path / "data", 6000, seed=seed, conversion_types=("purchase",))
+    latent = np.random.default_rng(seed).standard_normal((6000, 4))  # toy_tables' first draw
+    encoded = encode(pl.read_parquet(toy.features), FeatureSpec.load(toy.spec))
+    explained = {}
+    for weight in (0.0, 1.0):
+        config = make_config(epochs=3, self_supervised_weight=weight)
+        result = run(toy, tmp_path / f"model-{weight}", config)
+        embeddings = embed_encoded(load_model(result.model_dir), encoded)
+        probe = RidgeCV().fit(embeddings[:3000], latent[:3000])
+        explained[weight] = probe.score(embeddings[3000:], latent[3000:])
+    print(f"latent R^2 without / with the self-supervised term: {explained}")
+    assert explained[1.0] > explained[0.0] + 0.08
+
+
 def weights_and_embeddings(model_dir: Path, toy: ToyPaths) -> tuple[str, np.ndarray]:
     encoded = encode(pl.read_parquet(toy.features), FeatureSpec.load(toy.spec))
     embeddings = embed_encoded(load_model(model_dir), encoded)
@@ -134,7 +155,9 @@ def test_resumed_run_reproduces_an_uninterrupted_run(
 def test_propensity_head_learns_the_trained_types(
     toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    result = run(toy, tmp_path / "head", make_config(epochs=3, propensity_weight=1.0))
+    # the head alone is under test: without the SCARF term competing for three short epochs
+    config = make_config(epochs=3, propensity_weight=1.0, self_supervised_weight=0.0)
+    result = run(toy, tmp_path / "head", config)
     spec = FeatureSpec.load(toy.spec)
     data = load_training_data(toy.features, spec, toy.conversions, make_config().train)
     model = load_model(result.model_dir)
