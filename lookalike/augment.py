@@ -25,8 +25,6 @@ def corrupt_features(features: Tensor, rate: float, generator: torch.Generator |
         >>> bool(all(set(view[:, j].tolist()) <= set(x[:, j].tolist()) for j in range(3)))
         True
     """
-    if features.shape[1] == 0:
-        return features.clone()
     replace = torch.rand(features.shape, generator=generator) < rate
     donors = torch.randint(0, features.shape[0], features.shape, generator=generator)
     return torch.where(replace, features.gather(0, donors), features)

@@ -18,9 +18,10 @@ Building: :func:`build_shard` builds one shard from the saved embeddings (an orc
 the shards in parallel, one task each), inserting users cluster by cluster
 (:func:`locality_order`) so the build stays cache-friendly, then :func:`write_index_manifest`
 measures recall@10 and recall@100 against :func:`exact_search`, refuses an index below
-``IndexConfig.recall_floor`` and writes ``index.json``. :func:`build_index` does both in one process. ``random_seed`` is passed to
-hnswlib, but with more than one thread the insertion order (and so the graph) varies from run to
-run: builds are reproducible bit for bit only with ``IndexConfig.threads = 1``.
+``IndexConfig.recall_floor`` and writes ``index.json``. :func:`build_index` does both in one
+process. ``random_seed`` is passed to hnswlib, but with more than one thread the insertion order
+(and so the graph) varies from run to run: builds are reproducible bit for bit only with
+``IndexConfig.threads = 1``.
 
 Loading (:meth:`AnnIndex.load`) checks every shard file's sha256 and hnswlib header against the
 manifest before hnswlib reads it: hnswlib files record neither space nor dimension and load
