@@ -126,6 +126,9 @@ class MethodFigures:
     precision_ci: dict[float, tuple[float, float]]
     recall_ci: dict[float, tuple[float, float]]
     gains: tuple[list[float], list[float]]
+    # Per held-out converter, in one fixed order shared by every method of a type (for pairing):
+    positive_positions: np.ndarray  # 0-based rank among the eligible users
+    positive_auc_terms: np.ndarray  # share of eligible non-converters ranked below
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -163,8 +166,50 @@ def method_figures(
     aucs = auc_terms[resamples].mean(axis=1) if config.bootstrap else np.array([np.nan])
     return MethodFigures(
         float(auc_terms.mean()), _interval(aucs), cutoffs, lift_ci, precision_ci, recall_ci,
-        gains_curve(positions, n_eligible, config.gains_points),
+        gains_curve(positions, n_eligible, config.gains_points), positions, auc_terms,
     )
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A figure of one method minus the same figure of another, on the same held-out converters."""
+
+    value: float
+    ci95: tuple[float, float]
+
+    @property
+    def clear(self) -> bool:
+        """True when the 95% interval excludes zero (the two methods differ beyond resampling)."""
+        return self.ci95[0] > 0 or self.ci95[1] < 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "ci95": list(self.ci95)}
+
+
+def paired_differences(
+    first: MethodFigures, second: MethodFigures, n_eligible: int, config: EvaluateConfig,
+    rng: np.random.Generator,
+) -> dict[str, Difference]:
+    """``first`` minus ``second``: AUC and precision at every cutoff, with a paired bootstrap.
+
+    Each resample draws held-out converters once and measures both methods on that draw, so the
+    interval is of the difference itself: much narrower than comparing the two methods' own
+    intervals, which ignore that both are measured on the same converters.
+    """
+    n_positive = len(first.positive_positions)
+    resamples = rng.integers(0, n_positive, size=(config.bootstrap, n_positive))
+    per_positive = {"auc": first.positive_auc_terms - second.positive_auc_terms}
+    for fraction in config.cutoffs:
+        k = cutoff_size(fraction, n_eligible)
+        inside = (first.positive_positions < k).astype(float) - (second.positive_positions < k)
+        per_positive[f"precision@{fraction:g}"] = inside * n_positive / k
+    return {
+        name: Difference(
+            float(terms.mean()),
+            _interval(terms[resamples].mean(axis=1) if config.bootstrap else np.array([np.nan])),
+        )
+        for name, terms in per_positive.items()
+    }
 
 
 def _interval(samples: np.ndarray) -> tuple[float, float]:
@@ -386,12 +431,20 @@ class TypeEvaluation:
     split: TypeSplit
     eligible: int
     methods: dict[str, MethodFigures]
+    default_method: str
+    # The default method minus each other method (random left out), keyed by the other's name.
+    comparisons: dict[str, dict[str, Difference]]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "trained": self.trained, "split": self.split.method, "seeds": self.split.seeds.len(),
             "heldout": self.split.heldout.len(), "eligible": self.eligible,
             "methods": {name: figures.to_json() for name, figures in self.methods.items()},
+            "default_method": self.default_method,
+            "default_minus": {
+                other: {figure: d.to_json() for figure, d in differences.items()}
+                for other, differences in self.comparisons.items()
+            },
         }
 
 
@@ -483,7 +536,22 @@ def evaluate_type(
     first = config.evaluate.cutoffs[0]
     say(f"{name}: " + ", ".join(f"{m} lift@{first:.0%} {f.cutoffs[first].lift:.2f}"
                                 for m, f in methods.items()))
-    return TypeEvaluation(name, trained, split, len(eligible_rows), methods)
+    default = f"two_tower_{config.audience.strategy}"
+    comparisons = default_comparisons(methods, default, len(eligible_rows), config.evaluate)
+    return TypeEvaluation(name, trained, split, len(eligible_rows), methods, default, comparisons)
+
+
+def default_comparisons(
+    methods: dict[str, MethodFigures], default: str, n_eligible: int, config: EvaluateConfig
+) -> dict[str, dict[str, Difference]]:
+    """Paired differences of the default method against every other method but random."""
+    if default not in methods:
+        return {}
+    rng = np.random.default_rng([config.seed, len(METHODS)])
+    return {
+        other: paired_differences(methods[default], figures, n_eligible, config, rng)
+        for other, figures in methods.items() if other not in (default, "random")
+    }
 
 
 def write_report(
@@ -528,7 +596,28 @@ def markdown_report(
                       for c in config.cutoffs]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        lines += comparison_table(t, config)
     return "\n".join(lines)
+
+
+def comparison_table(t: TypeEvaluation, config: EvaluateConfig) -> list[str]:
+    """Markdown rows of the default method minus each other method; * marks an interval clear of 0."""
+    if not t.comparisons:
+        return []
+    figures = ["auc"] + [f"precision@{c:g}" for c in config.cutoffs]
+    header = ["other method", "AUC"] + [f"P@{c:.0%}" for c in config.cutoffs]
+    lines = [f"{t.default_method} (the default) minus each other method, paired 95% intervals; "
+             "`*`: the interval excludes 0.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for other, differences in t.comparisons.items():
+        cells = [other] + [_difference_cell(differences[figure]) for figure in figures]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _difference_cell(d: Difference) -> str:
+    mark = "*" if d.clear else ""
+    return f"{d.value:+.4f}{mark} [{d.ci95[0]:+.4f}, {d.ci95[1]:+.4f}]"
 
 
 def plot_gains(types: dict[str, TypeEvaluation], target: Path) -> Path:

@@ -21,6 +21,7 @@ from lookalike.evaluate import (
     gains_curve,
     holdout_split,
     method_figures,
+    paired_differences,
     ranking_positions,
     training_conversions,
 )
@@ -82,6 +83,36 @@ def test_bootstrap_interval_brackets_the_point_value() -> None:
         assert low <= hits.lift <= high
     assert figures.auc_ci[0] <= figures.auc <= figures.auc_ci[1]
     assert cutoff_size(0.01, 2000) == 20
+
+
+def test_paired_differences_match_the_two_methods_figures_and_a_naive_bootstrap() -> None:
+    rng = np.random.default_rng(4)
+    is_positive = rng.random(500) < 0.1
+    good = is_positive * 1.0 + rng.random(500)
+    weak = is_positive * 0.3 + rng.random(500)
+    config = EvaluateConfig(cutoffs=[0.05, 0.2], bootstrap=200)
+    first = method_figures(good, is_positive, config, np.random.default_rng(0))
+    second = method_figures(weak, is_positive, config, np.random.default_rng(0))
+    differences = paired_differences(first, second, 500, config, np.random.default_rng(9))
+    assert differences["auc"].value == pytest.approx(first.auc - second.auc)
+    for c in config.cutoffs:
+        d = differences[f"precision@{c:g}"]
+        assert d.value == pytest.approx(first.cutoffs[c].precision - second.cutoffs[c].precision)
+    # the same resamples, drawn by hand: both methods measured on each draw of converters
+    draws = np.random.default_rng(9).integers(0, is_positive.sum(), size=(200, is_positive.sum()))
+    k = cutoff_size(0.2, 500)
+    naive = [((first.positive_positions[d] < k).sum() - (second.positive_positions[d] < k).sum()) / k
+             for d in draws]
+    assert differences["precision@0.2"].ci95 == pytest.approx(tuple(np.percentile(naive, [2.5, 97.5])))
+    assert differences["auc"].clear and differences["auc"].ci95[0] > 0
+
+
+def test_a_method_against_itself_differs_by_exactly_zero() -> None:
+    rng = np.random.default_rng(5)
+    is_positive = rng.random(300) < 0.2
+    figures = method_figures(rng.random(300), is_positive, EvaluateConfig(), rng)
+    for d in paired_differences(figures, figures, 300, EvaluateConfig(), rng).values():
+        assert d.value == 0 and d.ci95 == (0, 0) and not d.clear
 
 
 def conversions_frame(with_times: bool) -> pl.DataFrame:
@@ -151,6 +182,14 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
         assert set(figures["methods"]["random"]["cutoffs"]) == {"0.01", "0.05", "0.1", "0.2"}
     for method in METHODS:
         assert f"| {method} |" in markdown
+    for name, figures in report["types"].items():
+        default = figures["default_method"]
+        assert default == "two_tower_" + config.audience.strategy
+        assert set(figures["default_minus"]) == set(METHODS) - {default, "random"}
+        versus_lr = figures["default_minus"]["logistic_regression"]["auc"]["value"]
+        own = figures["methods"]
+        assert versus_lr == pytest.approx(own[default]["auc"]["value"] - own["logistic_regression"]["auc"]["value"])
+    assert markdown.count("(the default) minus each other method") == len(report["types"])
     assert result.gains_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trained_on = pl.read_parquet(next((tmp_path / "work").rglob("training_conversions.parquet")))
     heldout = pl.concat([t.split.heldout for t in result.types.values()])
