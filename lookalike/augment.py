@@ -6,6 +6,11 @@ feature of another random row of the batch, i.e. draws them from the batch's emp
 Corruption"). Training asks each user's embedding to pick its own corrupted view out of the
 batch, which it can only do from information several features share: the user's lasting traits
 rather than one column's noise.
+
+The converter loss uses the same corruption, more lightly (``train.anchor_corruption_rate``), on
+its anchors: a converter seen in many batches is otherwise embedded from its exact inputs every
+time and the encoder memorizes it, so training converters end up closer together than new
+converters of the same type.
 """
 
 from __future__ import annotations

@@ -105,6 +105,12 @@ class TrainConfig(_Section):
     corruption_rate: float = Field(
         0.6, gt=0.0, lt=1.0, description="Share of features replaced in a corrupted view (SCARF's 0.6)."
     )
+    anchor_corruption_rate: float = Field(
+        0.15, ge=0.0, lt=1.0, description="Share of each anchor's features replaced, as in the "
+        "self-supervised term, before the converter loss. Without it the encoder memorizes its "
+        "training converters (they sit closer together than new converters of the same type), and "
+        "seed lists are usually those converters; 0 turns it off (benchmarks/RESULTS.md, issue 7).",
+    )
     temperature: float = Field(
         0.2, gt=0.0, description="InfoNCE temperature; 0.2 beat 0.1 on held-out converters (RESULTS.md)."
     )

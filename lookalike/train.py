@@ -316,16 +316,22 @@ class _Run:
             tuples += int((positive.sum(dim=1) * negative.sum(dim=1)).sum())
         return total_loss / self.steps, tuples
 
+    def _anchor_queries(self, numeric: Tensor, categorical: Tensor, candidates: Tensor) -> Tensor:
+        """The anchors' query embeddings, from corrupted copies of their rows when configured."""
+        rate = self.tc.anchor_corruption_rate
+        if rate > 0:
+            return self.model(
+                corrupt_features(numeric, rate), corrupt_features(categorical, rate), "query"
+            )
+        # one tower: the anchors' candidate embeddings are their queries
+        return candidates if self.model.shared else self.model(numeric, categorical, "query")
+
     def _step(self, batch: Batch) -> tuple[float, Tensor, Tensor]:
         rows = torch.from_numpy(batch.rows)
         anchors = batch.n_anchors
         numeric, categorical = self.numeric[rows], self.categorical[rows]
         candidates = self.model(numeric, categorical, "candidate")
-        queries = (
-            candidates[:anchors]  # one tower: the anchors' candidate embeddings are their queries
-            if self.model.shared
-            else self.model(numeric[:anchors], categorical[:anchors], "query")
-        )
+        queries = self._anchor_queries(numeric[:anchors], categorical[:anchors], candidates[:anchors])
         positive, negative = pair_masks(
             rows[:anchors], torch.from_numpy(batch.anchor_types), rows, self.labels[rows]
         )

@@ -129,6 +129,33 @@ def test_self_supervised_term_keeps_what_the_one_trained_type_does_not_need(
     assert explained[1.0] > explained[0.0] + 0.08
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_corrupted_anchors_keep_training_converters_from_being_memorized(
+    make_config: ConfigFactory, tmp_path: Path, seed: int
+) -> None:
+    """Without corrupted anchors, the converters trained on sit much closer to their own centroid
+    than held-out converters of the same type do: the encoder memorized them. Seed lists are
+    usually those converters, so the gap (measured on embeddings) must shrink with corruption."""
+    toy = write_toy_tables(tmp_path / "data", 6000, seed=seed, conversion_types=("purchase",))
+    training, heldout = hold_out_users(toy, 0.3, tmp_path)
+    ids = pl.read_parquet(toy.features, columns=["user_id"]).get_column("user_id")
+    trained_rows = np.flatnonzero(ids.is_in(pl.read_parquet(training)["user_id"].implode()).to_numpy())
+    heldout_rows = np.flatnonzero(ids.is_in(heldout["user_id"].implode()).to_numpy())
+    encoded = encode(pl.read_parquet(toy.features), FeatureSpec.load(toy.spec))
+    gaps = {}
+    for rate in (0.0, 0.3):
+        config = make_config(epochs=8, anchor_corruption_rate=rate)
+        result = run(toy, tmp_path / f"model-{rate}", config, conversions=training)
+        embeddings = embed_encoded(load_model(result.model_dir), encoded)
+        centroid = embeddings[trained_rows].mean(axis=0)
+        centroid /= np.linalg.norm(centroid)
+        gaps[rate] = float(np.mean(embeddings[trained_rows] @ centroid)
+                           - np.mean(embeddings[heldout_rows] @ centroid))
+    print(f"cosine gap, trained minus held-out converters, by anchor corruption rate: {gaps}")
+    assert gaps[0.0] > 0.15  # the failure this guards against is there without the corruption
+    assert gaps[0.3] < 0.7 * gaps[0.0]
+
+
 def weights_and_embeddings(model_dir: Path, toy: ToyPaths) -> tuple[str, np.ndarray]:
     encoded = encode(pl.read_parquet(toy.features), FeatureSpec.load(toy.spec))
     embeddings = embed_encoded(load_model(model_dir), encoded)
