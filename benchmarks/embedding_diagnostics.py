@@ -10,6 +10,10 @@ converters), each printed as AUC / precision at 1% of the eligible users:
    whitened centroid, logistic regression and gradient boosting on the embedding.
 3. A linear read-out (ridge) of each type's true latent direction from the embedding, against
    gradient boosting on the raw features (R^2 on held-out users; the generator's ``truth.parquet``).
+4. Memorization: how well a logistic regression tells a type's seeds (the encoder's training
+   converters) from its held-out converters (5-fold AUC; 0.5 = treated alike), on the embedding and
+   on the raw features, and the mean cosine of each group to the seeds' centroid.
+   ``--memorization-only`` prints just this (seconds, no truth file needed).
 
     python benchmarks/embedding_diagnostics.py \\
         --build /tmp/w200-s1/evaluations/builds/<id> --truth /tmp/syn200k-s1/truth.parquet
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import cross_val_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -113,6 +118,20 @@ def aggregations(embeddings: np.ndarray, seeds: np.ndarray, eligible: np.ndarray
     }
 
 
+def memorization(population: Population, seeds: np.ndarray, heldout: np.ndarray) -> str:
+    """Seeds-vs-held-out AUC on the embedding and raw features, and cosines to the seed centroid."""
+    y = np.r_[np.ones(len(seeds)), np.zeros(len(heldout))]
+    aucs = []
+    for space in (population.candidates, population.raw):
+        model = LogisticRegression(max_iter=2000, class_weight="balanced")
+        aucs.append(cross_val_score(model, space[np.r_[seeds, heldout]], y, cv=5, scoring="roc_auc").mean())
+    centroid = population.candidates[seeds].mean(axis=0)
+    centroid /= np.linalg.norm(centroid)
+    return (f"seeds vs held-out converters AUC: embedding {aucs[0]:.3f}, raw {aucs[1]:.3f}; cosine to "
+            f"the seed centroid: seeds {np.mean(population.candidates[seeds] @ centroid):.3f}, "
+            f"held out {np.mean(population.candidates[heldout] @ centroid):.3f}")
+
+
 def latent_readout(population: Population, truth: Path) -> None:
     latent = (pl.DataFrame({"user_id": population.user_ids}).join(pl.read_parquet(truth), on="user_id", how="left")
               .select([f"latent_{k}" for k in range(5)]).to_numpy())
@@ -129,9 +148,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", type=Path, required=True, help="an evaluation build folder")
     parser.add_argument("--model", type=Path, default=None, help=f"default: BUILD/{MODEL_FOLDER}")
-    parser.add_argument("--truth", type=Path, required=True, help="the generator's truth.parquet")
+    parser.add_argument("--truth", type=Path, default=None, help="the generator's truth.parquet")
+    parser.add_argument("--memorization-only", action="store_true", help="print only part 4")
     parser.add_argument("--types", default="subscribe,premium_upgrade,card_signup")
     args = parser.parse_args()
+    if args.truth is None and not args.memorization_only:
+        parser.error("--truth is needed unless --memorization-only")
     torch.set_num_threads(1)
     build = args.build
     population = load_population(build / "features.parquet", build / "feature_spec.json", args.model or build / MODEL_FOLDER)
@@ -143,6 +165,9 @@ def main() -> None:
         seeds = np.flatnonzero(ids.is_in(splits[name].seeds.implode()).to_numpy())
         positive = ids.is_in(splits[name].heldout.implode()).to_numpy()
         eligible = np.setdiff1d(np.arange(len(ids)), seeds)
+        print(f"== {name}: {memorization(population, seeds, np.flatnonzero(positive))}", flush=True)
+        if args.memorization_only:
+            continue
         rng = np.random.default_rng(0)
         background = rng.choice(eligible, BACKGROUND, replace=False)
         x = np.vstack([population.raw[seeds], population.raw[background]])
@@ -155,7 +180,8 @@ def main() -> None:
         print(f"tower as a direct classifier: {figures(scores, positive[eligible])}", flush=True)
         for label, all_scores in aggregations(population.candidates.astype(np.float64), seeds, eligible, rng).items():
             print(f"{label}: {figures(all_scores[eligible], positive[eligible])}", flush=True)
-    latent_readout(population, args.truth)
+    if not args.memorization_only:
+        latent_readout(population, args.truth)
 
 
 if __name__ == "__main__":
