@@ -182,8 +182,10 @@ def test_resumed_run_reproduces_an_uninterrupted_run(
 def test_propensity_head_learns_the_trained_types(
     toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
 ) -> None:
-    # the head alone is under test: without the SCARF term competing for three short epochs
-    config = make_config(epochs=3, propensity_weight=1.0, self_supervised_weight=0.0)
+    # the head alone is under test: without the SCARF term or corrupted anchors competing for
+    # three short epochs
+    config = make_config(epochs=3, propensity_weight=1.0, self_supervised_weight=0.0,
+                         anchor_corruption_rate=0.0)
     result = run(toy, tmp_path / "head", config)
     spec = FeatureSpec.load(toy.spec)
     data = load_training_data(toy.features, spec, toy.conversions, make_config().train)
