@@ -32,12 +32,17 @@ import torch.nn.functional as F
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import cross_val_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lookalike.config import ModelConfig  # noqa: E402
-from lookalike.evaluate import MODEL_FOLDER, Population, holdout_split, load_population  # noqa: E402
+from lookalike.evaluate import (  # noqa: E402
+    MODEL_FOLDER,
+    Population,
+    holdout_split,
+    load_population,
+    seed_separability,
+)
 from lookalike.model import EncoderTower  # noqa: E402
 from lookalike.spec import EncodedFeatures, FeatureSpec, encode  # noqa: E402
 from lookalike.embed import feature_columns  # noqa: E402
@@ -120,14 +125,11 @@ def aggregations(embeddings: np.ndarray, seeds: np.ndarray, eligible: np.ndarray
 
 def memorization(population: Population, seeds: np.ndarray, heldout: np.ndarray) -> str:
     """Seeds-vs-held-out AUC on the embedding and raw features, and cosines to the seed centroid."""
-    y = np.r_[np.ones(len(seeds)), np.zeros(len(heldout))]
-    aucs = []
-    for space in (population.candidates, population.raw):
-        model = LogisticRegression(max_iter=2000, class_weight="balanced")
-        aucs.append(cross_val_score(model, space[np.r_[seeds, heldout]], y, cv=5, scoring="roc_auc").mean())
+    embedded, raw = (seed_separability(space, seeds, heldout, seed=0)
+                     for space in (population.candidates, population.raw))
     centroid = population.candidates[seeds].mean(axis=0)
     centroid /= np.linalg.norm(centroid)
-    return (f"seeds vs held-out converters AUC: embedding {aucs[0]:.3f}, raw {aucs[1]:.3f}; cosine to "
+    return (f"seeds vs held-out converters AUC: embedding {embedded:.3f}, raw {raw:.3f}; cosine to "
             f"the seed centroid: seeds {np.mean(population.candidates[seeds] @ centroid):.3f}, "
             f"held out {np.mean(population.candidates[heldout] @ centroid):.3f}")
 

@@ -22,6 +22,7 @@ from lookalike.evaluate import (
     holdout_split,
     method_figures,
     paired_differences,
+    seed_separability,
     ranking_positions,
     training_conversions,
 )
@@ -115,6 +116,17 @@ def test_a_method_against_itself_differs_by_exactly_zero() -> None:
         assert d.value == 0 and d.ci95 == (0, 0) and not d.clear
 
 
+def test_seed_separability_is_chance_for_alike_groups_and_high_for_memorized_ones() -> None:
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((4000, 8))
+    seeds, heldout = np.arange(0, 1500), np.arange(1500, 3000)
+    assert abs(seed_separability(vectors, seeds, heldout, seed=0) - 0.5) < 0.05
+    memorized = vectors.copy()
+    memorized[seeds, 0] += 1.5  # the training converters pulled together along one direction
+    assert seed_separability(memorized, seeds, heldout, seed=0) > 0.8
+    assert np.isnan(seed_separability(vectors, seeds[:3], heldout, seed=0))
+
+
 def conversions_frame(with_times: bool) -> pl.DataFrame:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [(u, "a", start + timedelta(days=u)) for u in range(40)]
@@ -190,6 +202,10 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
         own = figures["methods"]
         assert versus_lr == pytest.approx(own[default]["auc"]["value"] - own["logistic_regression"]["auc"]["value"])
     assert markdown.count("(the default) minus each other method") == len(report["types"])
+    for figures in report["types"].values():
+        assert set(figures["memorization"]) == {"embedding", "raw"}
+        assert all(0.0 <= auc <= 1.0 for auc in figures["memorization"].values())
+    assert markdown.count("Seeds vs held-out converters of this type") == len(report["types"])
     assert result.gains_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trained_on = pl.read_parquet(next((tmp_path / "work").rglob("training_conversions.parquet")))
     heldout = pl.concat([t.split.heldout for t in result.types.values()])
