@@ -22,7 +22,7 @@ Expansion strategies, all on L2-normalized embeddings with cosine similarity, ea
   centroid only asks "how close to the average seed", this asks "how much more seed-like than
   the population", which corrects for directions every user shares. The default: the best AUC of
   the four on all 12 synthetic type-draws (three draws, four types), the best or tied-best
-  precision at 1% on 9 of them, and above a logistic regression on the raw features at 10% on
+  precision at 1% on 7 of them, and above a logistic regression on the raw features at 10% on
   Bank Marketing (benchmarks/RESULTS.md, issue 7).
 
 Seed weights (a ``weight`` column: value-based lookalikes) weight the knn mean, the k-means fit,

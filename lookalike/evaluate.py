@@ -581,7 +581,7 @@ def default_comparisons(
     """Paired differences of the default method against every other method but random."""
     if default not in methods:
         return {}
-    rng = np.random.default_rng([config.seed, len(METHODS)])
+    rng = np.random.default_rng([config.seed, len(METHODS)])  # a stream no method's scoring uses
     return {
         other: paired_differences(methods[default], figures, n_eligible, config, rng)
         for other, figures in methods.items() if other not in (default, "random")

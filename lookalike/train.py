@@ -43,6 +43,7 @@ from lookalike.model import (
     MANIFEST_FILE,
     WEIGHTS_FILE,
     Architecture,
+    Tower,
     TwoTowerEncoder,
     embed_encoded,
     read_weights,
@@ -320,11 +321,15 @@ class _Run:
         """The anchors' query embeddings, from corrupted copies of their rows when configured."""
         rate = self.tc.anchor_corruption_rate
         if rate > 0:
-            return self.model(
-                corrupt_features(numeric, rate), corrupt_features(categorical, rate), "query"
-            )
+            return self._corrupted_embeddings(numeric, categorical, rate, "query")
         # one tower: the anchors' candidate embeddings are their queries
         return candidates if self.model.shared else self.model(numeric, categorical, "query")
+
+    def _corrupted_embeddings(
+        self, numeric: Tensor, categorical: Tensor, rate: float, tower: Tower
+    ) -> Tensor:
+        """Embeddings of copies of the rows with a ``rate`` share of features replaced (SCARF)."""
+        return self.model(corrupt_features(numeric, rate), corrupt_features(categorical, rate), tower)
 
     def _step(self, batch: Batch) -> tuple[float, Tensor, Tensor]:
         rows = torch.from_numpy(batch.rows)
@@ -337,10 +342,7 @@ class _Run:
         )
         loss = mean_pair_loss(self.loss_fn(queries, candidates, positive, negative))
         if self.tc.self_supervised_weight > 0:
-            rate = self.tc.corruption_rate
-            views = self.model(
-                corrupt_features(numeric, rate), corrupt_features(categorical, rate), "candidate"
-            )
+            views = self._corrupted_embeddings(numeric, categorical, self.tc.corruption_rate, "candidate")
             pairs = view_info_nce_loss(views, candidates, self.tc.temperature)
             loss = loss + self.tc.self_supervised_weight * mean_pair_loss(pairs)
         if self.model.propensity is not None:
