@@ -496,6 +496,71 @@ def score_contrast(
     return Expansion(rows, best, {"background": sample_size})
 
 
+def score_density(
+    problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
+) -> Expansion:
+    """Log ratio of the seeds' kernel density to the population's at each candidate.
+
+    With kernel ``exp(cosine / t)`` (``t`` = ``config.density_temperature``) a candidate ``u``
+    scores ``log(sum_s w_s exp(u.s / t) / sum_s w_s) - log(mean_b exp(u.b / t))``: seeds ``s``
+    (at most ``config.density_max_seeds``, a seeded sample beyond that) against a random sample
+    ``b`` of ``config.density_background`` candidates, a sampled user's own term left out. Every
+    seed votes for the users near it, as in knn, but softly and over all seeds, and the vote is
+    divided by how crowded the space is there, so a user is not chosen only for sitting where
+    everyone sits. Like ``contrast`` it reads seeds and sample from the candidate tower. Cost: one
+    exact pass over the candidates against ``seeds + background`` vectors.
+    """
+    candidates = np.flatnonzero(_allowed(problem))
+    rng = np.random.default_rng(config.seed)
+    background = np.sort(
+        rng.choice(candidates, min(config.density_background, len(candidates)), replace=False)
+    )
+    centres = np.arange(len(problem.seed_rows))
+    if len(centres) > config.density_max_seeds:
+        centres = np.sort(rng.choice(centres, config.density_max_seeds, replace=False))
+    weights = problem.seed_weights[centres] / problem.seed_weights[centres].sum()
+    seeds = problem.embeddings[problem.seed_rows[centres]]
+    t = config.density_temperature
+    seed_density = kernel_log_sums(problem.embeddings, candidates, seeds, np.log(weights), t)
+    sampled = np.isin(candidates, background) & (len(background) > 1)
+    own = np.where(sampled, np.searchsorted(background, candidates), -1)
+    background_sums = kernel_log_sums(
+        problem.embeddings, candidates, problem.embeddings[background],
+        np.zeros(len(background)), t, leave_out=own,
+    )
+    background_density = background_sums - np.log(len(background) - sampled)
+    rows, best = top_ranked(candidates, seed_density - background_density, problem.size)
+    return Expansion(rows, best, {"background": len(background), "centres": len(centres)})
+
+
+def kernel_log_sums(
+    embeddings: np.ndarray,
+    rows: np.ndarray,
+    centres: np.ndarray,
+    log_weights: np.ndarray,
+    temperature: float,
+    leave_out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per row of ``embeddings[rows]``: ``log sum_c exp(log_weights[c] + row.centre_c / temperature)``.
+
+    ``leave_out[i]`` >= 0 drops centre ``leave_out[i]`` from row ``i``'s sum (the row's own
+    vector among the centres: a leave-one-out sum); -1 keeps every term.
+    """
+    centre_block = torch.from_numpy(np.ascontiguousarray(centres, dtype=np.float32))
+    offsets = torch.from_numpy(np.asarray(log_weights, dtype=np.float32))
+    step = max(1, _BLOCK_ELEMENTS // max(len(centres), 1))
+    sums = np.empty(len(rows), dtype=np.float64)
+    for start in range(0, len(rows), step):
+        block = torch.from_numpy(np.asarray(embeddings[rows[start : start + step]], dtype=np.float32))
+        logits = block @ centre_block.T / temperature + offsets
+        if leave_out is not None:
+            own = torch.from_numpy(leave_out[start : start + step].astype(np.int64))
+            hit = torch.nonzero(own >= 0).flatten()
+            logits[hit, own[hit]] = float("-inf")
+        sums[start : start + len(block)] = torch.logsumexp(logits, dim=1).double().numpy()
+    return sums
+
+
 def random_halves(rows: np.ndarray, sample_size: int, seed: int) -> list[np.ndarray]:
     """A seeded random sample of ``rows`` split into two random halves (each sorted).
 
@@ -588,13 +653,14 @@ STRATEGIES: dict[str, Strategy] = {
     "clusters": score_clusters,
     "centroid": score_centroid,
     "contrast": score_contrast,
+    "density": score_density,
 }
 
 
 def expand_seeds(
     problem: ExpansionProblem, search: NeighbourSearch, strategy: str, config: AudienceConfig
 ) -> Expansion:
-    """Run one of :data:`STRATEGIES` (``knn``, ``clusters``, ``centroid``, ``contrast``).
+    """Run one of :data:`STRATEGIES` (``knn``, ``clusters``, ``centroid``, ``contrast``, ``density``).
 
     Example (the 10 users most like the first 20, who are excluded as seeds)::
 

@@ -190,10 +190,13 @@ class IndexConfig(_Section):
     )
 
 
+StrategyName = Literal["knn", "clusters", "centroid", "contrast", "density"]
+
+
 class AudienceConfig(_Section):
     """Seed expansion and export rules."""
 
-    strategy: Literal["knn", "clusters", "centroid", "contrast"] = Field(
+    strategy: StrategyName = Field(
         "contrast", description="contrast had the best AUC of the two-tower strategies on all 12 "
         "synthetic type-draws (best or tied-best precision at 1% on 7) and lift at 10% above "
         "logistic regression on Bank Marketing on five training seeds; knn is best at 1% on Bank "
@@ -217,6 +220,16 @@ class AudienceConfig(_Section):
     )
     contrast_c: float = Field(
         1.0, gt=0, description="Inverse L2 strength of the contrast strategy's logistic regression."
+    )
+    density_temperature: float = Field(
+        0.1, gt=0, description="Kernel exp(cosine / t) of the density strategy; smaller is more "
+        "local (0.1 against 0.07 and 0.15 on Bank Marketing and synthetic data, RESULTS.md).",
+    )
+    density_background: int = Field(
+        16_384, ge=2, description="Candidates sampled as the population's density (density strategy).",
+    )
+    density_max_seeds: int = Field(
+        16_384, ge=1, description="Seeds used as kernel centres (a seeded sample beyond it).",
     )
     exact_search_max_candidates: int = Field(
         200_000,
@@ -284,7 +297,7 @@ class AudienceSpec(_Section):
     fraction: float | None = Field(None, gt=0.0, le=1.0)
     exclude: str | None = None
     eligible: str | None = None
-    strategy: Literal["knn", "clusters", "centroid", "contrast"] | None = None
+    strategy: StrategyName | None = None
     out: str
 
 

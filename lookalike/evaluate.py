@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from lookalike.artifacts import atomic_write, write_json
-from lookalike.audience import ExactSearch, ExpansionProblem, expand_seeds, normalize_rows
+from lookalike.audience import STRATEGIES, ExactSearch, ExpansionProblem, expand_seeds, normalize_rows
 from lookalike.config import EvaluateConfig, LookalikeConfig
 from lookalike.embed import feature_columns
 from lookalike.errors import InputError
@@ -42,7 +42,7 @@ from lookalike.validation import raw_feature_vectors
 
 Progress = Callable[[str], Any]
 ACTIVITY_COLUMN = "n_events_total"
-TWO_TOWER_STRATEGIES = ("knn", "clusters", "centroid", "contrast")
+TWO_TOWER_STRATEGIES = tuple(STRATEGIES)
 
 
 @dataclass(frozen=True)

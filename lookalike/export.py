@@ -168,7 +168,7 @@ def export_audience(
         out: the audience Parquet file; the reports go beside it.
         size, fraction: exactly one: a user count, or a fraction of the eligible users.
         exclude, eligible: user lists (Parquet or CSV with ``user_id``): hard rules.
-        strategy: ``knn``, ``clusters``, ``centroid`` or ``contrast``; default ``config.audience.strategy``.
+        strategy: a name in :data:`lookalike.audience.STRATEGIES`; default ``config.audience.strategy``.
         min_score: drop users scoring below it (the audience may then be smaller than asked).
         name: the audience's name for the overlap report; default the stem of ``out``.
         exclude_seeds: keep seeds out of the audience (default).

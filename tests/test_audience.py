@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 import pytest
@@ -95,6 +97,21 @@ def naive_contrast(embeddings, seed_vectors, seed_weights, allowed, c, seed=0) -
         for row in half:
             logit = float(np.dot(embeddings[row], theta[:-1]) + theta[-1])
             scores[int(row)] = 1.0 / (1.0 + np.exp(-logit))
+    return scores
+
+
+def naive_density(embeddings, seed_rows, seed_weights, allowed, temperature) -> dict[int, float]:
+    """log(weighted mean seed kernel) - log(mean kernel over the other allowed rows), by loops."""
+    vectors = embeddings.astype(np.float64)
+    candidates = np.flatnonzero(allowed)
+    scores = {}
+    for row in candidates:
+        seed_sum = sum(w * math.exp(vectors[row] @ vectors[s] / temperature)
+                       for s, w in zip(seed_rows, seed_weights, strict=True))
+        others = [b for b in candidates if b != row]
+        background_sum = sum(math.exp(vectors[row] @ vectors[b] / temperature) for b in others)
+        scores[int(row)] = (math.log(seed_sum / sum(seed_weights))
+                            - math.log(background_sum / len(others)))
     return scores
 
 
@@ -295,6 +312,71 @@ def test_contrast_recovers_a_half_space():
     problem, _ = make_problem(vectors, seeds, 50)
     result = expand_seeds(problem, ExactSearch(vectors), "contrast", AudienceConfig())
     assert projection[result.rows].min() > 0.5
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_density_matches_a_naive_kernel_sum(weighted):
+    vectors = clustered_embeddings(300, 6, clusters=5)
+    seeds = np.random.default_rng(4).choice(300, 25, replace=False)
+    weights = np.random.default_rng(9).uniform(0.2, 2.0, len(seeds)) if weighted else None
+    problem, allowed = make_problem(vectors, seeds, 60, weights=weights,
+                                    excluded_rows=np.arange(0, 300, 7))
+    config = AudienceConfig(density_temperature=0.2, density_background=300)
+    result = expand_seeds(problem, ExactSearch(vectors), "density", config)
+    expected = naive_density(vectors, seeds, problem.seed_weights, allowed, 0.2)
+    ranked = sorted(expected.items(), key=lambda p: (-p[1], p[0]))[:60]
+    np.testing.assert_allclose(result.scores, [score for _, score in ranked], atol=1e-4)
+    assert len(set(result.rows.tolist()) ^ {row for row, _ in ranked}) <= 2  # ties at the edge
+    assert result.effort == {"background": int(allowed.sum()), "centres": 25}
+
+
+def two_regions(crowded: int, sparse: int, seeds_each: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around e0 (``crowded`` users) and e1 (``sparse``), seeds_each seeds in each."""
+    rng = np.random.default_rng(12)
+    centre = np.repeat(np.eye(8)[:2], [crowded, sparse], axis=0)
+    vectors = centre + 0.15 * rng.normal(size=(crowded + sparse, 8))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    seeds = np.r_[rng.choice(crowded, seeds_each, replace=False),
+                  crowded + rng.choice(sparse, seeds_each, replace=False)]
+    return vectors, seeds
+
+
+def test_density_prefers_where_seeds_are_dense_relative_to_everyone():
+    """As many seeds in a crowded region (1% of its users) as in a sparse one (10%): a user of the
+    sparse region is ten times as likely to be seed-like, and the density audience comes from it;
+    a plain vote of the seeds (the centroid) cannot tell the two regions apart."""
+    vectors, seeds = two_regions(crowded=6000, sparse=600, seeds_each=60)
+    problem, _ = make_problem(vectors, seeds, 300)
+    density = expand_seeds(problem, ExactSearch(vectors), "density", AudienceConfig())
+    centroid = expand_seeds(problem, ExactSearch(vectors), "centroid", AudienceConfig())
+    assert np.mean(density.rows >= 6000) > 0.9
+    assert np.mean(centroid.rows >= 6000) < 0.7
+
+
+def test_density_finds_both_modes_of_a_two_mode_seed_list():
+    rng = np.random.default_rng(3)
+    poles = np.repeat(np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]]), 100, axis=0)
+    members = poles + 0.1 * rng.normal(size=poles.shape)
+    background = rng.normal(size=(2000, 4))
+    vectors = np.vstack([members, background])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    seeds = np.r_[np.arange(0, 100, 2), np.arange(100, 200, 2)]
+    problem, _ = make_problem(vectors, seeds, 100)
+    density = expand_seeds(problem, ExactSearch(vectors), "density", AudienceConfig())
+    centroid = expand_seeds(problem, ExactSearch(vectors), "centroid", AudienceConfig())
+    near_a_pole = np.abs(vectors[:, 0]) > 0.9
+    assert near_a_pole[density.rows].mean() > 0.9
+    assert near_a_pole[centroid.rows].mean() < 0.5
+
+
+def test_density_uses_at_most_max_seeds_kernel_centres(embeddings):
+    seeds = seeds_in_clusters(N, (0, 2), 60)
+    problem, _ = make_problem(embeddings, seeds, 50)
+    capped = expand_seeds(problem, ExactSearch(embeddings), "density",
+                          AudienceConfig(density_max_seeds=20, density_background=500))
+    assert capped.effort == {"background": 500, "centres": 20}
+    uncapped = AudienceConfig(density_max_seeds=60, density_background=500)
+    assert expand_seeds(problem, ExactSearch(embeddings), "density", uncapped).effort["centres"] == 60
 
 
 def test_random_halves_are_a_seeded_random_partition_of_a_sample():
