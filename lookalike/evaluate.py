@@ -437,6 +437,16 @@ class TypeEvaluation:
     # 5-fold AUC of telling the seeds from the held-out converters, by space ("embedding", "raw")
     memorization: dict[str, float]
 
+    def best_strategies(self) -> dict[str, str]:
+        """The two-tower method with the highest AUC and with the highest precision at each cutoff."""
+        strategies = {m: f for m, f in self.methods.items() if m.startswith("two_tower_")}
+        best = {"auc": max(strategies, key=lambda m: strategies[m].auc)}
+        for fraction in next(iter(strategies.values())).cutoffs:
+            best[f"precision@{fraction:g}"] = max(
+                strategies, key=lambda m: strategies[m].cutoffs[fraction].precision
+            )
+        return best
+
     def to_json(self) -> dict[str, Any]:
         return {
             "trained": self.trained, "split": self.split.method, "seeds": self.split.seeds.len(),
@@ -444,6 +454,7 @@ class TypeEvaluation:
             "methods": {name: figures.to_json() for name, figures in self.methods.items()},
             "memorization": self.memorization,
             "default_method": self.default_method,
+            "best_two_tower": self.best_strategies(),
             "default_minus": {
                 other: {figure: d.to_json() for figure, d in differences.items()}
                 for other, differences in self.comparisons.items()
@@ -635,6 +646,10 @@ def markdown_report(
                   f"{t.memorization['raw']:.3f} (about 0.5 when the encoder treats the users it "
                   "trained on like new ones).", ""]
         lines += comparison_table(t, config)
+        best = t.best_strategies()
+        lines += ["Best two-tower strategy on this type: AUC `" + best["auc"] + "`, " + ", ".join(
+            f"P@{c:.0%} `{best[f'precision@{c:g}']}`" for c in config.cutoffs
+        ) + " (`audience.strategy` chooses; the paired table says whether a gap is clear).", ""]
     return "\n".join(lines)
 
 

@@ -202,6 +202,14 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
         own = figures["methods"]
         assert versus_lr == pytest.approx(own[default]["auc"]["value"] - own["logistic_regression"]["auc"]["value"])
     assert markdown.count("(the default) minus each other method") == len(report["types"])
+    assert markdown.count("Best two-tower strategy on this type") == len(report["types"])
+    for figures in report["types"].values():
+        strategies = {m: f for m, f in figures["methods"].items() if m.startswith("two_tower_")}
+        best = figures["best_two_tower"]
+        assert strategies[best["auc"]]["auc"]["value"] == max(f["auc"]["value"] for f in strategies.values())
+        for cutoff in ("0.01", "0.05", "0.1", "0.2"):
+            top = max(f["cutoffs"][cutoff]["precision"]["value"] for f in strategies.values())
+            assert strategies[best[f"precision@{cutoff}"]]["cutoffs"][cutoff]["precision"]["value"] == top
     for figures in report["types"].values():
         assert set(figures["memorization"]) == {"embedding", "raw"}
         assert all(0.0 <= auc <= 1.0 for auc in figures["memorization"].values())
