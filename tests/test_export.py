@@ -308,7 +308,7 @@ def test_hnsw_at_high_ef_gives_the_exact_audience(tmp_path):
     seed_rows_ = np.flatnonzero(np.arange(2000) % 20 < 2)[:150]
     seeds = write_ids(tmp_path / "seeds.parquet", ids[seed_rows_])
     exclude = write_ids(tmp_path / "exclude.parquet", ids[::9])
-    for strategy in ("knn", "clusters", "centroid"):
+    for strategy in ("knn", "clusters", "centroid", "density"):
         common = dict(size=200, exclude=exclude, strategy=strategy, config=CONFIG,
                       progress=lambda _: None)
         with_index = export_audience(build, seeds, tmp_path / f"{strategy}-hnsw.parquet", **common)
