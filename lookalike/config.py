@@ -198,7 +198,7 @@ class AudienceConfig(_Section):
 
     strategy: StrategyName = Field(
         "contrast", description="contrast had the best AUC of the two-tower strategies on all 12 "
-        "synthetic type-draws (best or tied-best precision at 1% on 7) and lift at 10% above "
+        "synthetic type-draws and lift at 10% above "
         "logistic regression on Bank Marketing on five training seeds; density is best at 1% on Bank "
         "(benchmarks/RESULTS.md).",
     )
