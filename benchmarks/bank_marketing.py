@@ -59,12 +59,15 @@ def write_tables(data: Path, out: Path, users: int | None) -> tuple[Path, Path]:
 def checks(result: EvaluationResult, config: LookalikeConfig) -> list[str]:
     """The issue's targets on this data, each against a baseline of the same run."""
     methods = result.types[CONVERSION_TYPE].methods
-    default = methods[f"two_tower_{config.audience.strategy}"].cutoffs[0.1].lift
+    default_name = f"two_tower_{config.audience.strategy}"
+    default = methods[default_name].cutoffs[0.1].lift
     logistic = methods["logistic_regression"].cutoffs[0.1].lift
     local = ("knn", "clusters", "density")
     lines = [
         f"lift@10%: two-tower {config.audience.strategy} {default:.2f} vs logistic regression "
         f"{logistic:.2f} (ratio {default / logistic:.2f}) -> {'met' if default >= logistic else 'MISSED'}",
+        f"AUC: two-tower {config.audience.strategy} {methods[default_name].auc:.3f} vs gradient "
+        f"boosting {methods['gradient_boosting'].auc:.3f} (for information; not a target here)",
     ]
     for cutoff in (0.01, 0.1):
         lifts = {m: methods[f"two_tower_{m}"].cutoffs[cutoff].lift for m in local}

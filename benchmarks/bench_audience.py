@@ -1,7 +1,7 @@
 """Seed expansion speed: wall time and peak RSS of ``export_audience`` per strategy and seed count.
 
-Builds a synthetic build folder (clustered, L2-normalized 64-d embeddings, users, a small feature
-table) and its HNSW index (:func:`lookalike.index.build_index`, default IndexConfig). Seeds of
+Builds a synthetic build folder (clustered, L2-normalized 64-d embeddings, users, a feature table
+as wide as the synthetic generator's and its spec) and its HNSW index (:func:`lookalike.index.build_index`, default IndexConfig). Seeds of
 1,000 and 50,000 users (at most a quarter of the population) come from a few clusters; the audience
 is 5% of the eligible users. Each export runs in a fresh process so its peak RSS is its own. The
 "search" column says what answered the queries: AnnIndex (HNSW), ExactSearch (brute force) or scan
@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from lookalike.artifacts import write_json  # noqa: E402
 from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig  # noqa: E402
 from lookalike.index import build_index  # noqa: E402
+from lookalike.toy_features import toy_spec  # noqa: E402
 from lookalike.workdir import BuildPaths, Workdir  # noqa: E402
 
 STRATEGIES = ("knn", "clusters", "centroid")
@@ -50,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", default="1000,50000", help="comma-separated seed list sizes")
     parser.add_argument("--fraction", type=float, default=0.05, help="audience / eligible users")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--numeric-features", type=int, default=100)
+    parser.add_argument("--categorical-features", type=int, default=10, help="50 values each")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
@@ -84,18 +87,29 @@ def write_synthetic_build(
     ids = np.arange(args.users, dtype=np.int64) + 10_000_000
     pl.DataFrame({"user_id": ids}).write_parquet(build.users)
     write_json(build.model_dir / "model.json", {"model_build_id": MODEL_BUILD_ID})
-    pl.DataFrame(
-        {
-            "user_id": ids,
-            "orders_90d": labels % 7 + rng.poisson(2, args.users),
-            "revenue_365d": (labels % 11) * 10.0 + rng.gamma(2.0, 20.0, args.users),
-            "sessions_30d": rng.poisson(5, args.users),
-            "plan": np.array(["free", "basic", "pro", "team"])[labels % 4],
-        }
-    ).write_parquet(build.features)
+    features = synthetic_features(ids, labels, args, rng)
+    features.write_parquet(build.features)
+    toy_spec(features).save(build.spec)
     start = time.perf_counter()
     build_index(build.embeddings, build.users, build.index_dir, IndexConfig(), MODEL_BUILD_ID)
     return build, labels, time.perf_counter() - start
+
+
+def synthetic_features(
+    ids: np.ndarray, labels: np.ndarray, args: argparse.Namespace, rng: np.random.Generator
+) -> pl.DataFrame:
+    """A feature table as wide as the synthetic generator's (about 110 columns): numeric columns
+    and string categoricals of 50 values, each partly set by the user's cluster."""
+    columns: dict[str, object] = {"user_id": ids}
+    for j in range(args.numeric_features):
+        signal = (labels % (j + 3)).astype(np.float32)
+        columns[f"num_{j:03d}"] = signal + rng.gamma(2.0, 1.0, len(ids)).astype(np.float32)
+    values = np.array([f"v{v:02d}" for v in range(50)])
+    for j in range(args.categorical_features):
+        noise = rng.integers(0, 50, len(ids))
+        codes = np.where(rng.random(len(ids)) < 0.5, (labels * (j + 1)) % 50, noise)
+        columns[f"cat_{j:02d}"] = values[codes]
+    return pl.DataFrame(columns)
 
 
 def write_seeds(folder: Path, labels: np.ndarray, count: int) -> Path:

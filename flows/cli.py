@@ -129,7 +129,7 @@ def export(
     fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Audience size as a fraction of eligible users.")] = None,
     exclude: Annotated[str | None, typer.Option(help="Users never to include (user_id list).")] = None,
     eligible: Annotated[str | None, typer.Option(help="The only users that may be included.")] = None,
-    strategy: Annotated[str | None, typer.Option(help="contrast (the default), density, knn, clusters or centroid; default from config.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="hybrid (the default), contrast, density, knn, clusters or centroid; default from config.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Drop users scoring below this similarity.")] = None,
     name: Annotated[str | None, typer.Option(help="Audience name for overlap with its last export.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,

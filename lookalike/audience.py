@@ -5,8 +5,9 @@ few seeds refuse the export) and checked for distinctiveness: the cross-validate
 regression telling seeds from a random population sample in the embedding space. An AUC near 0.5
 means the seeds look like everybody, so any "lookalike" audience is close to a random one.
 
-Expansion strategies, all on L2-normalized embeddings with cosine similarity, each returning the
-``size`` best candidates (eligible, not excluded, not seeds by default) best first:
+Expansion strategies, all on L2-normalized embeddings with cosine similarity (hybrid also on the
+input features), each returning the ``size`` best candidates (eligible, not excluded, not seeds
+by default) best first:
 
 - ``knn``: every seed's ``k`` nearest candidates from the index; a candidate scores the
   mean of its ``top_m`` largest seed similarities, each scaled by the seed's relative weight, with
@@ -20,15 +21,20 @@ Expansion strategies, all on L2-normalized embeddings with cosine similarity, ea
 - ``contrast``: a logistic regression in the embedding space telling the seeds from a random
   sample of the candidates (positive-unlabeled), scoring every row by one exact pass. Where the
   centroid only asks "how close to the average seed", this asks "how much more seed-like than
-  the population", which corrects for directions every user shares. The default: the best AUC of
-  the five on all 12 synthetic type-draws (three draws, four types) and above a logistic
-  regression on the raw features at 10% on Bank Marketing (benchmarks/RESULTS.md, issue 7).
+  the population", which corrects for directions every user shares. The best AUC of the
+  embedding-only strategies on all 12 synthetic type-draws (three draws, four types).
 - ``density``: the seeds' kernel density over a candidate sample's at each candidate (a soft vote
   of every seed, divided by how crowded the space is there), one exact pass against seeds plus
   sample. The best top 1% on Bank Marketing; below contrast on AUC on the synthetic draws.
+- ``hybrid``: contrast's log-odds plus those of a gradient-boosted classifier of the same seeds
+  against the same sample on the encoded input features (:mod:`lookalike.propensity`). The
+  embedding brings what every trained conversion type taught the encoder, the boosted model this
+  list's own non-linear boundary in the raw features. The only strategy that reads the feature
+  table (``ExpansionProblem.features``). The default: above gradient boosting alone and above
+  contrast on AUC on the synthetic draws (benchmarks/RESULTS.md, issue 7).
 
 Seed weights (a ``weight`` column: value-based lookalikes) weight the knn mean, the k-means fit,
-the centroid, the contrast regression and the density's seed kernel.
+the centroid, the contrast regression, the density's seed kernel and the hybrid's two models.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from lookalike.config import AudienceConfig
 from lookalike.errors import AudienceError
 from lookalike.index import exact_search
+from lookalike.propensity import FeatureRows, boosted_log_odds
 
 QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
 EXAMPLES_SHOWN = 5
@@ -369,6 +376,7 @@ class ExpansionProblem:
     excluded: np.ndarray  # int64 rows that may not be returned (outside eligible, excluded, seeds)
     n_candidates: int
     size: int
+    features: FeatureRows | None = None  # the model inputs, rows aligned (hybrid strategy)
 
 
 @dataclass(frozen=True)
@@ -478,25 +486,43 @@ def score_contrast(
     """Probability of "seed" from logistic regressions of seeds against sampled candidates.
 
     Seeds and sample are both read from the population embeddings (the candidate tower), so an
-    unshared query tower cannot be what separates them. The sample
-    (``config.contrast_background`` candidates) is split in two; each half trains one
-    model (seeds weighted by their relative weight, classes balanced) and every sampled user is
-    scored by the model that did not see it, the others by the mean of both models' log-odds.
+    unshared query tower cannot be what separates them. The models are cross-fitted on two halves
+    of ``config.contrast_background`` sampled candidates (:func:`contrast_log_odds`).
     """
     candidates = np.flatnonzero(_allowed(problem))
-    sample_size = min(config.contrast_background, len(candidates))
-    halves = random_halves(candidates, sample_size, config.seed)
-    relative_weights = problem.seed_weights / problem.seed_weights.mean()
-    directions = [
-        _seed_contrast(problem, half, relative_weights, config.contrast_c)
-        for half in halves if len(half)
-    ]
-    logits = _log_odds(problem.embeddings, np.mean(directions, axis=0))
-    if len(directions) == 2:
-        for half, other_model in zip(halves, reversed(directions), strict=True):
-            logits[half] = _log_odds(problem.embeddings[half], other_model)
+    halves = random_halves(candidates, min(config.contrast_background, len(candidates)), config.seed)
+    logits = contrast_log_odds(problem, halves, config.contrast_c)
     rows, best = top_ranked(candidates, _sigmoid(logits[candidates]), problem.size)
-    return Expansion(rows, best, {"background": sample_size})
+    return Expansion(rows, best, {"background": sum(map(len, halves))})
+
+
+def score_hybrid(
+    problem: ExpansionProblem, search: NeighbourSearch, config: AudienceConfig
+) -> Expansion:
+    """contrast's log-odds in the embedding space plus a gradient-boosted model's on the features.
+
+    Both models are cross-fitted on the same two halves of ``config.contrast_background`` sampled
+    candidates (:func:`lookalike.propensity.boosted_log_odds`), and the score is the sum of their
+    log-odds: the two models' odds multiplied, as for two pieces of evidence. The embedding carries
+    what every trained conversion type taught the encoder; the boosted model draws this list's own
+    non-linear boundary in the raw features, which the 32-d embedding summarizes lossily. A
+    model that finds nothing (early stopping on a held-out tenth) stays near-constant instead of
+    adding noise. Needs ``problem.features``.
+    """
+    if problem.features is None:
+        raise AudienceError(
+            "the hybrid strategy scores the build's feature table, and none was given; "
+            "export from a build (which has features.parquet) or choose another strategy"
+        )
+    candidates = np.flatnonzero(_allowed(problem))
+    halves = random_halves(candidates, min(config.contrast_background, len(candidates)), config.seed)
+    embedding = contrast_log_odds(problem, halves, config.contrast_c)[candidates]
+    boosted = boosted_log_odds(
+        problem.features, problem.seed_rows, problem.seed_weights / problem.seed_weights.mean(),
+        halves, candidates, config.seed,
+    )
+    rows, best = top_ranked(candidates, embedding + boosted, problem.size)
+    return Expansion(rows, best, {"background": sum(map(len, halves))})
 
 
 def score_density(
@@ -603,6 +629,22 @@ def random_halves(rows: np.ndarray, sample_size: int, seed: int) -> list[np.ndar
     return [np.sort(half) for half in np.array_split(sample, 2)]
 
 
+def contrast_log_odds(problem: ExpansionProblem, halves: list[np.ndarray], c: float) -> np.ndarray:
+    """Cross-fitted log-odds of "seed" for every population row, in the embedding space.
+
+    Each half trains one logistic regression (seeds weighted by their relative weight, classes
+    balanced); a sampled row is scored by the model that did not see it, every other row by the
+    mean of both models' log-odds.
+    """
+    relative_weights = problem.seed_weights / problem.seed_weights.mean()
+    directions = [_seed_contrast(problem, half, relative_weights, c) for half in halves if len(half)]
+    logits = _log_odds(problem.embeddings, np.mean(directions, axis=0))
+    if len(directions) == 2:
+        for half, other_model in zip(halves, reversed(directions), strict=True):
+            logits[half] = _log_odds(problem.embeddings[half], other_model)
+    return logits
+
+
 def _seed_contrast(
     problem: ExpansionProblem, background: np.ndarray, seed_weights: np.ndarray, c: float
 ) -> np.ndarray:
@@ -684,13 +726,15 @@ STRATEGIES: dict[str, Strategy] = {
     "centroid": score_centroid,
     "contrast": score_contrast,
     "density": score_density,
+    "hybrid": score_hybrid,
 }
+FEATURE_STRATEGIES = frozenset({"hybrid"})  # strategies that read ExpansionProblem.features
 
 
 def expand_seeds(
     problem: ExpansionProblem, search: NeighbourSearch, strategy: str, config: AudienceConfig
 ) -> Expansion:
-    """Run one of :data:`STRATEGIES` (``knn``, ``clusters``, ``centroid``, ``contrast``, ``density``).
+    """Run one of :data:`STRATEGIES` (knn, clusters, centroid, contrast, density, hybrid).
 
     Example (the 10 users most like the first 20, who are excluded as seeds)::
 

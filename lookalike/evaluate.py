@@ -37,6 +37,7 @@ from lookalike.config import EvaluateConfig, LookalikeConfig
 from lookalike.embed import feature_columns
 from lookalike.errors import InputError
 from lookalike.model import embed_encoded, load_model
+from lookalike.propensity import ArrayFeatures
 from lookalike.spec import EncodedFeatures, FeatureSpec, encode
 from lookalike.validation import raw_feature_vectors
 
@@ -363,6 +364,7 @@ def strategy_scores(
         excluded=task.seed_rows,
         n_candidates=n_eligible,
         size=size,
+        features=ArrayFeatures(task.population.raw),
     )
     expansion = expand_seeds(problem, ExactSearch(vectors), strategy, task.config.audience)
     scores = np.full(len(vectors), -np.inf)

@@ -56,6 +56,7 @@ from lookalike.artifacts import (
     verify_checksum,
 )
 from lookalike.audience import (
+    FEATURE_STRATEGIES,
     ExactSearch,
     Expansion,
     ExpansionProblem,
@@ -85,6 +86,7 @@ from lookalike.hashing import Kind, Platform, hash_identifiers
 from lookalike.index import AnnIndex
 from lookalike.ingest import load_user_list, scan_table
 from lookalike.privacy import seed_overlap_guard
+from lookalike.propensity import FeatureRows, ParquetFeatures
 from lookalike.schema import USER_ID
 from lookalike.spec import FeatureSpec
 from lookalike.suppression import is_listed, suppressed_ids
@@ -225,6 +227,7 @@ def export_audience(
         excluded=np.flatnonzero(~selection.candidates),
         n_candidates=selection.n_candidates,
         size=target,
+        features=_feature_rows(build, population, strategy),
     )
     progress(f"expanding {len(seed_vectors)} seeds to {target} of {problem.n_candidates} users")
     with _timed(timings, "expand"):
@@ -300,6 +303,15 @@ def export_audience(
         "timings_s": timings,
     }
     return ExportResult(out, report_json, report_md, summary)
+
+
+def _feature_rows(build: BuildPaths, population: Population, strategy: str) -> FeatureRows | None:
+    """The build's model inputs when the strategy reads them, checked to be the embeddings' rows."""
+    if strategy not in FEATURE_STRATEGIES:
+        return None
+    features = ParquetFeatures(build.features, FeatureSpec.load(build.spec))
+    features.check_rows(population.ids)
+    return features
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.preprocessing import StandardScaler
 
+from lookalike.propensity import model_inputs
 from lookalike.spec import EncodedFeatures
 
 SCORE_CHUNK_ROWS = 1024
@@ -102,9 +103,5 @@ def raw_feature_vectors(features: EncodedFeatures, cardinalities: Sequence[int])
     """The raw-feature baseline space: encoded numeric features and one-hot categorical codes,
     standardized column by column (scikit-learn's ``StandardScaler``). float32 [n, width].
     """
-    one_hot = [
-        np.eye(card, dtype=np.float32)[features.categorical[:, j]]
-        for j, card in enumerate(cardinalities)
-    ]
-    matrix = np.hstack([features.numeric, *one_hot])
+    matrix = model_inputs(features, cardinalities)
     return StandardScaler().fit_transform(matrix).astype(np.float32)

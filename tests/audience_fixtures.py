@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from lookalike.artifacts import write_json
+from lookalike.toy_features import toy_spec
 from lookalike.workdir import BuildPaths, Workdir
 
 
@@ -32,7 +33,8 @@ def population_ids(n: int, id_kind: str) -> pl.Series:
 def write_build(
     root: Path, embeddings: np.ndarray, id_kind: str = "int", *, with_features: bool = True
 ) -> BuildPaths:
-    """A build folder in a workdir: embeddings, users, model.json and (optionally) features."""
+    """A build folder in a workdir: embeddings, users, model.json and (optionally) features and
+    their spec."""
     build = Workdir(root).build("b1")
     build.embeddings_dir.mkdir(parents=True)
     np.save(build.embeddings, embeddings)
@@ -42,14 +44,16 @@ def write_build(
     if with_features:
         rng = np.random.default_rng(1)
         cluster = np.arange(len(embeddings)) % 6
-        pl.DataFrame(
+        features = pl.DataFrame(
             {
                 "user_id": ids,
                 "purchases_30d": cluster * 2.0 + rng.normal(size=len(ids)),
                 "sessions_7d": rng.poisson(3, size=len(ids)).astype(np.int64),
                 "country": [["fr", "de", "es"][c % 3] for c in cluster],
             }
-        ).write_parquet(build.features)
+        )
+        features.write_parquet(build.features)
+        toy_spec(features).save(build.spec)
     return build
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -32,6 +33,7 @@ from lookalike.audience import (
 )
 from lookalike.config import AudienceConfig
 from lookalike.errors import AudienceError
+from lookalike.propensity import ArrayFeatures, boosted_log_odds
 
 # --- naive references ---------------------------------------------------------------------------
 
@@ -145,7 +147,8 @@ def embeddings() -> np.ndarray:
 
 
 def make_problem(embeddings, seed_rows, size, *, weights=None, excluded_rows=None,
-                 eligible_rows=None):
+                 eligible_rows=None, features=None):
+    """The expansion problem of ``seed_rows``; the hybrid's features default to the embeddings."""
     allowed = candidate_mask(
         len(embeddings), seed_rows=seed_rows, excluded_rows=excluded_rows,
         eligible_rows=eligible_rows,
@@ -158,6 +161,7 @@ def make_problem(embeddings, seed_rows, size, *, weights=None, excluded_rows=Non
         excluded=np.flatnonzero(~allowed),
         n_candidates=int(allowed.sum()),
         size=size,
+        features=ArrayFeatures(embeddings if features is None else features),
     )
     return problem, allowed
 
@@ -417,6 +421,57 @@ def test_contrast_is_not_fooled_by_rows_ordered_by_period():
     result = expand_seeds(problem, ExactSearch(vectors), "contrast", AudienceConfig())
     assert np.mean(signal[result.rows] > 1.0) > 0.9
     assert 0.3 < np.mean(result.rows < n // 2) < 0.7
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_hybrid_sums_contrast_and_boosted_log_odds(embeddings, weighted):
+    rng = np.random.default_rng(6)
+    features = np.column_stack([np.arange(N) % 6 == 1, rng.normal(size=(N, 3))]).astype(np.float32)
+    seeds = seeds_in_clusters(N, (1,), 40)
+    weights = rng.uniform(0.2, 2.0, len(seeds)) if weighted else np.ones(len(seeds))
+    problem, allowed = make_problem(embeddings, seeds, 90, weights=weights, features=features,
+                                    excluded_rows=np.arange(0, N, 9))
+    config = AudienceConfig(contrast_background=N, contrast_c=0.5)
+    result = expand_seeds(problem, ExactSearch(embeddings), "hybrid", config)
+
+    rows = np.flatnonzero(allowed)
+    contrast = naive_contrast(embeddings, problem.seed_vectors, weights, allowed, 0.5)
+    contrast_logits = np.array([math.log(contrast[r] / (1 - contrast[r])) for r in rows])
+    boosted = boosted_log_odds(ArrayFeatures(features), seeds, weights / weights.mean(),
+                               random_halves(rows, len(rows), 0), rows, random_state=0)
+
+    expected = dict(zip(rows.tolist(), contrast_logits + boosted, strict=True))
+    ranked = sorted(expected.items(), key=lambda p: (-p[1], p[0]))[:90]
+    np.testing.assert_allclose(result.scores, [score for _, score in ranked], atol=1e-3)
+    assert len(set(result.rows.tolist()) ^ {row for row, _ in ranked}) <= 4  # ties at the edge
+
+
+@pytest.mark.parametrize("signal_in", ["features", "embeddings"])
+def test_hybrid_finds_seeds_signal_in_either_space(signal_in):
+    """Seeds defined by a feature the embeddings do not hold, or by an embedding cluster the
+    features do not hold: the hybrid audience follows the signal either way."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    embeddings = clustered_embeddings(n, 8)
+    features = rng.normal(size=(n, 4)).astype(np.float32)
+    if signal_in == "features":
+        member = features[:, 0] > 1.0
+    else:
+        member = np.arange(n) % 6 == 2
+    seeds = rng.choice(np.flatnonzero(member), 120, replace=False)
+    problem, _ = make_problem(embeddings, seeds, 150, features=features)
+    hybrid = expand_seeds(problem, ExactSearch(embeddings), "hybrid", AudienceConfig())
+    contrast = expand_seeds(problem, ExactSearch(embeddings), "contrast", AudienceConfig())
+    assert member[hybrid.rows].mean() > 0.8
+    if signal_in == "features":
+        assert member[contrast.rows].mean() < 0.4  # the embeddings alone cannot find it
+
+
+def test_hybrid_without_features_is_refused(embeddings):
+    problem, _ = make_problem(embeddings, np.arange(10), 5)
+    problem = dataclasses.replace(problem, features=None)
+    with pytest.raises(AudienceError, match="feature table"):
+        expand_seeds(problem, ExactSearch(embeddings), "hybrid", AudienceConfig())
 
 
 def test_unknown_strategy_is_refused(embeddings):

@@ -19,10 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 from audience_fixtures import clustered_embeddings, population_ids, write_build, write_ids
 
-from lookalike.audience import ExactSearch, band_size
+from lookalike.audience import ExactSearch, ExpansionProblem, band_size, expand_seeds
 from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig
 from lookalike.errors import ArtifactError, AudienceError, InputError
 from lookalike.export import export_audience, read_audience_metadata
+from lookalike.propensity import ArrayFeatures, model_inputs
+from lookalike.spec import FeatureSpec, encode
 
 N = 600
 TESTS_DIR = Path(__file__).parent
@@ -321,6 +323,33 @@ def test_hnsw_at_high_ef_gives_the_exact_audience(tmp_path):
                                    atol=1e-5)
         used = json.loads(read_audience_metadata(with_index.audience)["parameters"])["search"]
         assert used == ("AnnIndex" if strategy == "knn" else None)
+
+
+def test_hybrid_export_scores_the_builds_feature_table(tmp_path, embeddings):
+    build = write_build(tmp_path / "w", embeddings)
+    frame = pl.read_parquet(build.features)
+    spec = FeatureSpec.load(build.spec)
+    result = run_export(build, tmp_path, strategy="hybrid", exclude=write_ids(
+        tmp_path / "exclude.parquet", population_ids(N, "int")[::7]))
+    audience = pl.read_parquet(result.audience)
+
+    # The reference: the same strategy on the whole table encoded in memory.
+    excluded = np.union1d(seed_rows(), np.arange(0, N, 7))
+    problem = ExpansionProblem(
+        embeddings=embeddings, seed_vectors=embeddings[seed_rows()],
+        seed_weights=np.ones(len(seed_rows())), seed_rows=seed_rows(), excluded=excluded,
+        n_candidates=N - len(excluded), size=90,
+        features=ArrayFeatures(model_inputs(encode(frame, spec), spec.cardinalities)),
+    )
+    expected = expand_seeds(problem, ExactSearch(embeddings), "hybrid", CONFIG.audience)
+    assert audience.get_column("user_id").to_list() == frame.get_column("user_id")[expected.rows].to_list()
+    np.testing.assert_allclose(audience.get_column("score"), expected.scores, rtol=1e-9)
+    assert result.summary["strategy"] == "hybrid"
+
+    frame.reverse().write_parquet(build.features)  # rows no longer those of the embeddings
+    with pytest.raises(ArtifactError, match="order"):
+        run_export(build, tmp_path, strategy="hybrid", out_name="other.parquet")
+    assert not (tmp_path / "out" / "other.parquet").exists()
 
 
 def test_seeds_can_be_kept_in_the_audience(tmp_path, embeddings):
