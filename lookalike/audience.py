@@ -507,7 +507,8 @@ def score_hybrid(
     what every trained conversion type taught the encoder; the boosted model draws this list's own
     non-linear boundary in the raw features, which the 32-d embedding summarizes lossily. A
     model that finds nothing (early stopping on a held-out tenth) stays near-constant instead of
-    adding noise. Needs ``problem.features``.
+    adding noise. The boosting sees at most ``config.boosting_max_seeds`` seeds (a seeded sample).
+    Needs ``problem.features``.
     """
     if problem.features is None:
         raise AudienceError(
@@ -517,12 +518,17 @@ def score_hybrid(
     candidates = np.flatnonzero(_allowed(problem))
     halves = random_halves(candidates, min(config.contrast_background, len(candidates)), config.seed)
     embedding = contrast_log_odds(problem, halves, config.contrast_c)[candidates]
+    fitted = np.arange(len(problem.seed_rows))
+    if len(fitted) > config.boosting_max_seeds:
+        rng = np.random.default_rng(config.seed)
+        fitted = np.sort(rng.choice(fitted, config.boosting_max_seeds, replace=False))
+    weights = problem.seed_weights[fitted]
     boosted = boosted_log_odds(
-        problem.features, problem.seed_rows, problem.seed_weights / problem.seed_weights.mean(),
-        halves, candidates, config.seed,
+        problem.features, problem.seed_rows[fitted], weights / weights.mean(), halves, candidates,
+        config.seed,
     )
     rows, best = top_ranked(candidates, embedding + boosted, problem.size)
-    return Expansion(rows, best, {"background": sum(map(len, halves))})
+    return Expansion(rows, best, {"background": sum(map(len, halves)), "boosting_seeds": len(fitted)})
 
 
 def score_density(

@@ -232,6 +232,10 @@ class AudienceConfig(_Section):
     density_max_seeds: int = Field(
         8192, ge=1, description="Seeds used as kernel centres (a seeded sample beyond it).",
     )
+    boosting_max_seeds: int = Field(
+        10_000, ge=1, description="Seeds the hybrid strategy's gradient boosting is fitted on (a "
+        "seeded sample beyond it): fitting dominates its cost for large seed lists.",
+    )
     exact_search_max_candidates: int = Field(
         200_000,
         ge=0,

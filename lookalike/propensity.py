@@ -28,6 +28,7 @@ from lookalike.errors import ArtifactError
 from lookalike.spec import EncodedFeatures, FeatureSpec, encode
 
 BATCH_ROWS = 65_536
+PREDICT_CHUNK_ROWS = 4096
 # The held-out tenth that early stopping scores needs a few rows of each class.
 MIN_ROWS_FOR_EARLY_STOPPING = 20
 BlockScorer = Callable[[np.ndarray], np.ndarray]
@@ -40,11 +41,13 @@ def model_inputs(features: EncodedFeatures, cardinalities: Sequence[int]) -> np.
     column among them) scikit-learn's native categorical splits ranked held-out converters lower
     (AUC 0.756-0.773 against 0.760-0.778), at a sixth of the fitting time.
     """
-    one_hot = [
-        np.eye(card, dtype=np.float32)[features.categorical[:, j]]
-        for j, card in enumerate(cardinalities)
-    ]
-    return np.hstack([features.numeric.astype(np.float32), *one_hot])
+    n, n_numeric = features.numeric.shape
+    offsets = n_numeric + np.cumsum([0, *cardinalities[:-1]], dtype=np.int64)
+    inputs = np.zeros((n, n_numeric + sum(cardinalities)), dtype=np.float32)
+    inputs[:, :n_numeric] = features.numeric
+    if len(cardinalities):
+        inputs[np.arange(n)[:, None], offsets + features.categorical] = 1.0
+    return inputs
 
 
 class FeatureRows(Protocol):
@@ -147,14 +150,26 @@ def boosted_log_odds(
     for half in sampled:
         x = np.vstack([seeds, half])
         y = np.r_[np.ones(len(seeds)), np.zeros(len(half))]
-        weights = np.r_[seed_weights, np.ones(len(half))]
+        # scikit-learn bins weighted rows 15x slower: pass weights only when they differ
+        weights = None if np.all(seed_weights == 1.0) else np.r_[seed_weights, np.ones(len(half))]
         stopping = min(len(seeds), len(half)) >= MIN_ROWS_FOR_EARLY_STOPPING
         model = HistGradientBoostingClassifier(early_stopping=stopping, random_state=random_state)
         models.append(model.fit(x, y, sample_weight=weights))
-    logits = features.map_rows(
-        rows, lambda block: np.mean([m.decision_function(block) for m in models], axis=0)
-    )
+    logits = features.map_rows(rows, lambda block: mean_log_odds(models, block))
     if len(models) == 2:
         for half, x, other in zip(halves, sampled, reversed(models), strict=True):
-            logits[np.searchsorted(rows, half)] = other.decision_function(x)
+            logits[np.searchsorted(rows, half)] = mean_log_odds([other], x)
     return logits
+
+
+def mean_log_odds(models: Sequence[HistGradientBoostingClassifier], inputs: np.ndarray) -> np.ndarray:
+    """The models' mean ``decision_function``, in chunks converted to float64 once for all models.
+
+    scikit-learn converts its input to float64 on every call; a fresh copy of a 65k-row block of
+    635 columns cost 0.7 s in page faults alone, against 0.1 s for two models on 4,096-row chunks.
+    """
+    out = np.empty(len(inputs))
+    for start in range(0, len(inputs), PREDICT_CHUNK_ROWS):
+        chunk = np.asarray(inputs[start : start + PREDICT_CHUNK_ROWS], dtype=np.float64)
+        out[start : start + len(chunk)] = np.mean([m.decision_function(chunk) for m in models], axis=0)
+    return out

@@ -467,6 +467,17 @@ def test_hybrid_finds_seeds_signal_in_either_space(signal_in):
         assert member[contrast.rows].mean() < 0.4  # the embeddings alone cannot find it
 
 
+def test_hybrid_fits_its_boosting_on_at_most_max_seeds(embeddings):
+    seeds = seeds_in_clusters(N, (1, 2), 60)
+    problem, _ = make_problem(embeddings, seeds, 50)
+    capped = expand_seeds(problem, ExactSearch(embeddings), "hybrid",
+                          AudienceConfig(boosting_max_seeds=25))
+    assert capped.effort["boosting_seeds"] == 25
+    uncapped = expand_seeds(problem, ExactSearch(embeddings), "hybrid", AudienceConfig())
+    assert uncapped.effort["boosting_seeds"] == 60
+    assert not np.array_equal(capped.scores, uncapped.scores)
+
+
 def test_hybrid_without_features_is_refused(embeddings):
     problem, _ = make_problem(embeddings, np.arange(10), 5)
     problem = dataclasses.replace(problem, features=None)
