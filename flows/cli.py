@@ -130,7 +130,7 @@ def export(
     exclude: Annotated[str | None, typer.Option(help="Users never to include (user_id list).")] = None,
     eligible: Annotated[str | None, typer.Option(help="The only users that may be included.")] = None,
     strategy: Annotated[str | None, typer.Option(help="hybrid (the default), contrast, density, knn, clusters or centroid; default from config.")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Drop users scoring below this similarity.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop users scoring below this score (the strategy's scale: see the score column in the README).")] = None,
     name: Annotated[str | None, typer.Option(help="Audience name for overlap with its last export.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
     hash_kind: Annotated[str | None, typer.Option("--hash", help="email or phone: add a SHA-256 hashed_<kind> column for upload.")] = None,
