@@ -60,7 +60,9 @@ from lookalike.propensity import FeatureRows, boosted_log_odds
 QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
 EXAMPLES_SHOWN = 5
 _ROW_BLOCK = 65_536
-_BLOCK_ELEMENTS = 1 << 24  # float32 similarities held at once by the blocked scans (64 MiB)
+# nearest_seeds works on tiles of rows x seeds: 8 MiB of similarities stay in cache, where a
+# 64 MiB block of rows x all 50,000 seeds went to memory and back (7.1 s against 3.3 s).
+_TILE_ROWS, _TILE_SEEDS = 2048, 1024
 _KERNEL_BLOCK_ELEMENTS = 1 << 22  # kernel sums: 16 MiB blocks stay in cache (1.8x faster than 64)
 
 
@@ -761,13 +763,17 @@ def nearest_seeds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row of ``embeddings[rows]``: position of its most similar seed, and that similarity."""
     seeds = torch.from_numpy(np.ascontiguousarray(seed_vectors, dtype=np.float32))
-    step = max(1, _BLOCK_ELEMENTS // max(len(seed_vectors), 1))
     best = np.empty(len(rows), dtype=np.int64)
     similarity = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), step):
-        block_rows = rows[start : start + step]
-        block = torch.from_numpy(np.asarray(embeddings[block_rows], dtype=np.float32))
-        values, positions = (block @ seeds.T).max(dim=1)
-        best[start : start + len(block)] = positions.numpy()
-        similarity[start : start + len(block)] = values.numpy()
+    for start in range(0, len(rows), _TILE_ROWS):
+        block = torch.from_numpy(np.asarray(embeddings[rows[start : start + _TILE_ROWS]], dtype=np.float32))
+        top = torch.full((len(block),), -torch.inf)
+        position = torch.zeros(len(block), dtype=torch.int64)
+        for first in range(0, len(seeds), _TILE_SEEDS):
+            values, positions = (block @ seeds[first : first + _TILE_SEEDS].T).max(dim=1)
+            better = values > top  # strict: the earlier seed keeps a tie
+            top = torch.where(better, values, top)
+            position = torch.where(better, positions + first, position)
+        best[start : start + len(block)] = position.numpy()
+        similarity[start : start + len(block)] = top.numpy()
     return best, similarity

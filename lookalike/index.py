@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import struct
 import threading
 from collections.abc import Iterable
@@ -54,6 +53,7 @@ from sklearn.cluster import MiniBatchKMeans
 from lookalike.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
 from lookalike.config import IndexConfig
 from lookalike.errors import ArtifactError, LookalikeError
+from lookalike.parallel import usable_cores
 
 SPACE = "ip"
 MANIFEST_NAME = "index.json"
@@ -537,7 +537,7 @@ class AnnIndex:
             shard = hnswlib.Index(space=SPACE, dim=manifest.dim)
             shard.load_index(str(index_dir / info.file), max_elements=info.count + spare_elements)
             shards.append(shard)
-        return cls(manifest, shards, threads or _all_cores())
+        return cls(manifest, shards, threads or usable_cores())
 
     @property
     def dim(self) -> int:
@@ -862,8 +862,4 @@ def _checked_vectors(vectors: np.ndarray, dim: int, what: str = "queries") -> np
 
 
 def _threads(config: IndexConfig) -> int:
-    return config.threads or _all_cores()
-
-
-def _all_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return config.threads or usable_cores()

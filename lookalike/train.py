@@ -13,7 +13,6 @@ Every epoch seeds numpy and torch from ``(train.seed, epoch)`` and ends with a c
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -50,6 +49,7 @@ from lookalike.model import (
     save_model,
     save_weights,
 )
+from lookalike.parallel import usable_cores
 from lookalike.sampler import Batch, ConverterBatchSampler
 from lookalike.spec import EncodedFeatures, FeatureSpec, encode
 from lookalike.validation import heldout_recall, split_converters
@@ -141,7 +141,7 @@ def train(
     """
     say = progress or (lambda _message: None)
     tc = config.train
-    torch.set_num_threads(tc.threads or os.cpu_count() or 1)
+    torch.set_num_threads(tc.threads or usable_cores())
     started = time.monotonic()
     spec = FeatureSpec.load(spec_path)
     data = load_training_data(Path(features_path), spec, Path(conversions_path), tc)

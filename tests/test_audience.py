@@ -12,6 +12,7 @@ from audience_fixtures import clustered_embeddings, population_ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import lookalike.audience as audience_module
 from lookalike.audience import (
     STRATEGIES,
     ExactSearch,
@@ -508,6 +509,17 @@ def test_nearest_seeds_match_argmax(embeddings):
     expected = [int(np.argmax([np.dot(embeddings[r], s) for s in seed_vectors])) for r in rows]
     assert best.tolist() == expected
     np.testing.assert_allclose(sims, (embeddings[rows] @ seed_vectors.T).max(axis=1), atol=1e-6)
+
+
+def test_nearest_seeds_across_tiles_match_argmax(embeddings, monkeypatch):
+    monkeypatch.setattr(audience_module, "_TILE_ROWS", 7)
+    monkeypatch.setattr(audience_module, "_TILE_SEEDS", 5)
+    seed_vectors = embeddings[np.r_[np.arange(0, 600, 29), 29]]  # the last duplicates seed 1
+    rows = np.arange(3, 600, 11)
+    best, sims = nearest_seeds(embeddings, rows, seed_vectors)
+    similarities = embeddings[rows] @ seed_vectors.T
+    assert best.tolist() == np.argmax(similarities, axis=1).tolist()  # ties go to the first seed
+    np.testing.assert_allclose(sims, similarities.max(axis=1), atol=1e-6)
 
 
 def test_seed_vectors_come_from_query_embeddings_when_present(tmp_path, embeddings):

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sklearn.preprocessing import QuantileTransformer
 
 import lookalike.features
 from lookalike.config import LookalikeConfig, load_config
@@ -23,7 +26,14 @@ from lookalike.features import (
 )
 from lookalike.ingest import Table, load_events, load_profiles
 from lookalike.schema import USER_ID
-from lookalike.spec import CategoricalFeature, FeatureSpec, NumericFeature, encode, fit_quantiles
+from lookalike.spec import (
+    CategoricalFeature,
+    FeatureSpec,
+    NumericFeature,
+    encode,
+    fit_quantiles,
+    quantile_transform,
+)
 from lookalike.synthetic import GeneratedData, generate
 
 AS_OF = "2024-02-01"
@@ -110,6 +120,26 @@ def test_spec_kinds_cardinalities_and_encoding(tmp_path: Path) -> None:
     age_missing = spec.encoded_numeric_names.index("age__missing")
     np.testing.assert_array_equal(enc.numeric[:, age_missing], [0, 1, 0, 0])
     np.testing.assert_array_equal(enc.categorical[:, 0], [2, 3, 2, 0])  # "5" most frequent first
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(st.integers(-3, 12), min_size=2, max_size=300),
+    scale=st.sampled_from([1.0, 0.37, 1e6]),
+    n_quantiles=st.sampled_from([2, 7, 100, 1000]),
+)
+def test_quantile_transform_matches_scikit_learn(data: list[int], scale: float, n_quantiles: int) -> None:
+    # small integers make tied quantiles; probes fall on, between and beyond the fitted values
+    values = np.asarray(data, dtype=np.float64) * scale
+    assume(values.min() < values.max())  # a constant column: scikit-learn maps it to 0, we to 1
+    fitted = QuantileTransformer(n_quantiles=min(n_quantiles, len(values)), subsample=None)
+    fitted.fit(values[:, None])
+    probes = np.r_[values, np.linspace(values.min() - scale, values.max() + scale, 101)]
+    # within 1e-7 of a bound we map to the bound (scikit-learn's normal-output rule); it needs ==
+    gap = np.minimum(np.abs(probes - values.min()), np.abs(probes - values.max()))
+    probes = probes[(gap == 0) | (gap > 1e-6)]
+    ours = quantile_transform(probes, fitted.quantiles_[:, 0])
+    np.testing.assert_allclose(ours, fitted.transform(probes[:, None])[:, 0], rtol=0, atol=1e-12)
 
 
 def test_event_after_as_of_changes_no_feature(tmp_path: Path) -> None:
