@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig  # noq
 from lookalike.index import build_index  # noqa: E402
 from lookalike.toy_features import toy_spec  # noqa: E402
 from lookalike.workdir import BuildPaths, Workdir  # noqa: E402
+from peak_rss import peak_rss_mib  # noqa: E402
 
 STRATEGIES = ("knn", "clusters", "centroid")
 MODEL_BUILD_ID = "bench"
@@ -131,7 +131,7 @@ def run_child(spec_path: Path) -> None:
     spec = json.loads(spec_path.read_text())
     build = BuildPaths(Path(spec["build"]))
     config = LookalikeConfig(audience=AudienceConfig(min_audience_size=1))
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_mib()
     start = time.perf_counter()
     exact = spec["search"] == "exact"
     search = ExactSearch(np.load(build.embeddings, mmap_mode="r")) if exact else None
@@ -146,11 +146,10 @@ def run_child(spec_path: Path) -> None:
         progress=lambda _: None,
     )
     wall = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({
         "wall_s": wall,
-        "peak_rss_mib": peak_kib / 1024,
-        "rss_after_imports_mib": rss_before / 1024,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_after_imports_mib": rss_before,
         "size": result.summary["size"],
         "timings_s": result.summary["timings_s"],
         "searched_with": _search_used(result.audience),

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+
+from peak_rss import peak_rss_mib
 
 
 def run_lookalike(data: Path, out: Path, partition_events: int | None) -> dict:
@@ -81,7 +82,7 @@ VARIANTS = {"lookalike": run_lookalike, "pandas": run_pandas}
 
 def child(variant: str, data: Path, out: Path, partition_events: int | None) -> None:
     result = VARIANTS[variant](data, out, partition_events)
-    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(result))
 
 

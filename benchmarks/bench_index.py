@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import torch
 from lookalike.artifacts import write_json
 from lookalike.config import IndexConfig
 from lookalike.index import AnnIndex, build_index, exact_search, recall_at_k
+from peak_rss import peak_rss_mib
 
 GENERATION_CHUNK = 100_000
 TARGETS_AT_1M = {"speedup": 20.0, "build_seconds": 180.0, "bytes_per_user": 600.0}
@@ -96,7 +96,7 @@ def current_rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return int(peak_rss_mib() * 2**20)
 
 
 def load_rss_growth(index_dir: Path, threads: int | None) -> int:

@@ -10,7 +10,6 @@ The target is at least 2M events/s on one core.
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
 from lookalike.synthetic import ROW_GROUP_ROWS, generate
+from peak_rss import peak_rss_mib
 
 TARGET_EVENTS_PER_SECOND = 2_000_000
 
@@ -37,7 +37,7 @@ def main() -> None:
             Path(tmp) / "data", args.users, events_per_user=args.events_per_user, chunk_users=args.chunk_users
         )
         generation = time.perf_counter() - started
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak_mib = peak_rss_mib()
         files = [data.events, data.profiles, data.conversions, data.truth]
         size_mib = sum(path.stat().st_size for path in files) / 2**20
         write_only = _rewrite_seconds(files, Path(tmp))
