@@ -503,14 +503,15 @@ def score_hybrid(
 ) -> Expansion:
     """contrast's log-odds in the embedding space plus a gradient-boosted model's on the features.
 
-    Both models are cross-fitted on the same two halves of ``config.contrast_background`` sampled
-    candidates (:func:`lookalike.propensity.boosted_log_odds`), and the score is the sum of their
-    log-odds: the two models' odds multiplied, as for two pieces of evidence. The embedding carries
-    what every trained conversion type taught the encoder; the boosted model draws this list's own
-    non-linear boundary in the raw features, which the 32-d embedding summarizes lossily. A
-    model that finds nothing (early stopping on a held-out tenth) stays near-constant instead of
-    adding noise. The boosting sees at most ``config.boosting_max_seeds`` seeds (a seeded sample).
-    Needs ``problem.features``.
+    Both models are cross-fitted on the two halves of ``config.contrast_background`` sampled
+    candidates (the boosting, :func:`lookalike.propensity.boosted_log_odds`, on a sample of each
+    half), and the score is the sum of their log-odds: the two models' odds multiplied, as for two
+    pieces of evidence. The embedding carries what every trained conversion type taught the
+    encoder; the boosted model draws this list's own non-linear boundary in the raw features,
+    which the 32-d embedding summarizes lossily. A model that finds nothing (early stopping on a
+    held-out tenth) stays near-constant instead of adding noise. The boosting sees at most
+    ``config.boosting_max_seeds`` seeds and ``config.boosting_background`` of the sampled
+    candidates (seeded samples). Needs ``problem.features``.
     """
     if problem.features is None:
         raise AudienceError(
@@ -525,12 +526,15 @@ def score_hybrid(
         rng = np.random.default_rng(config.seed)
         fitted = np.sort(rng.choice(fitted, config.boosting_max_seeds, replace=False))
     weights = problem.seed_weights[fitted]
+    boosting_halves = subsample_halves(halves, config.boosting_background, config.seed)
     boosted = boosted_log_odds(
-        problem.features, problem.seed_rows[fitted], weights / weights.mean(), halves, candidates,
-        config.seed,
+        problem.features, problem.seed_rows[fitted], weights / weights.mean(), boosting_halves,
+        candidates, config.seed,
     )
     rows, best = top_ranked(candidates, embedding + boosted, problem.size)
-    return Expansion(rows, best, {"background": sum(map(len, halves)), "boosting_seeds": len(fitted)})
+    effort = {"background": sum(map(len, halves)), "boosting_seeds": len(fitted),
+              "boosting_background": sum(map(len, boosting_halves))}
+    return Expansion(rows, best, effort)
 
 
 def score_density(
@@ -635,6 +639,13 @@ def random_halves(rows: np.ndarray, sample_size: int, seed: int) -> list[np.ndar
     """
     sample = np.random.default_rng(seed).choice(rows, sample_size, replace=False)
     return [np.sort(half) for half in np.array_split(sample, 2)]
+
+
+def subsample_halves(halves: list[np.ndarray], size: int, seed: int) -> list[np.ndarray]:
+    """At most ``size // 2`` rows of each half: a seeded sample, sorted."""
+    rng = np.random.default_rng(seed)
+    per_half = max(1, size // 2)
+    return [np.sort(rng.choice(half, min(per_half, len(half)), replace=False)) for half in halves]
 
 
 def contrast_log_odds(problem: ExpansionProblem, halves: list[np.ndarray], c: float) -> np.ndarray:

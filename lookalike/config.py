@@ -236,6 +236,11 @@ class AudienceConfig(_Section):
         10_000, ge=1, description="Seeds the hybrid strategy's gradient boosting is fitted on (a "
         "seeded sample beyond it): fitting dominates its cost for large seed lists.",
     )
+    boosting_background: int = Field(
+        20_000, ge=2, description="Sampled candidates the hybrid strategy's gradient boosting is "
+        "fitted against, half per cross-fitted model (a seeded sample of contrast's): 20,000 "
+        "ranked as well as 50,000 in half the fitting time (RESULTS.md, session 9).",
+    )
     exact_search_max_candidates: int = Field(
         200_000,
         ge=0,

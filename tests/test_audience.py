@@ -19,6 +19,7 @@ from lookalike.audience import (
     ExpansionProblem,
     assign_tiers,
     candidate_mask,
+    contrast_log_odds,
     default_cluster_count,
     expand_seeds,
     fit_seed_centres,
@@ -30,6 +31,8 @@ from lookalike.audience import (
     random_halves,
     resolve_size,
     seed_distinctiveness,
+    subsample_halves,
+    top_ranked,
     validate_seeds,
 )
 from lookalike.config import AudienceConfig
@@ -477,6 +480,28 @@ def test_hybrid_fits_its_boosting_on_at_most_max_seeds(embeddings):
     uncapped = expand_seeds(problem, ExactSearch(embeddings), "hybrid", AudienceConfig())
     assert uncapped.effort["boosting_seeds"] == 60
     assert not np.array_equal(capped.scores, uncapped.scores)
+
+
+def test_hybrid_fits_its_boosting_against_a_sample_of_each_half(embeddings):
+    rng = np.random.default_rng(8)
+    features = np.column_stack([np.arange(N) % 6 == 1, rng.normal(size=(N, 3))]).astype(np.float32)
+    seeds = seeds_in_clusters(N, (1,), 40)
+    problem, allowed = make_problem(embeddings, seeds, 60, features=features)
+    config = AudienceConfig(contrast_background=400, boosting_background=150)
+    result = expand_seeds(problem, ExactSearch(embeddings), "hybrid", config)
+    assert result.effort["background"] == 400 and result.effort["boosting_background"] == 150
+
+    rows = np.flatnonzero(allowed)
+    halves = random_halves(rows, 400, config.seed)
+    sampled = subsample_halves(halves, 150, config.seed)
+    assert [len(h) for h in sampled] == [75, 75]
+    assert all(np.isin(part, half).all() for part, half in zip(sampled, halves, strict=True))
+    embedding = contrast_log_odds(problem, halves, config.contrast_c)[rows]
+    boosted = boosted_log_odds(ArrayFeatures(features), seeds, np.ones(len(seeds)), sampled, rows,
+                               random_state=config.seed)
+    reference_rows, reference_scores = top_ranked(rows, embedding + boosted, 60)
+    np.testing.assert_array_equal(result.rows, reference_rows)
+    np.testing.assert_allclose(result.scores, reference_scores)
 
 
 def test_hybrid_without_features_is_refused(embeddings):
