@@ -505,10 +505,12 @@ def score_hybrid(
 
     Both models are cross-fitted on the two halves of ``config.contrast_background`` sampled
     candidates (the boosting, :func:`lookalike.propensity.boosted_log_odds`, on a sample of each
-    half), and the score is the sum of their log-odds: the two models' odds multiplied, as for two
-    pieces of evidence. The embedding carries what every trained conversion type taught the
-    encoder; the boosted model draws this list's own non-linear boundary in the raw features,
-    which the 32-d embedding summarizes lossily. A model that finds nothing (early stopping on a
+    half), and the score is the boosting's log-odds plus ``config.hybrid_embedding_weight`` (0.5)
+    times contrast's: the two models' odds multiplied, as for two pieces of evidence, the
+    embedding's discounted because it is overconfident on the conversion types the encoder trained
+    on (their seeds are its training converters). The embedding carries what every trained
+    conversion type taught the encoder; the boosted model draws this list's own non-linear
+    boundary in the raw features, which the 32-d embedding summarizes lossily. A model that finds nothing (early stopping on a
     held-out tenth) stays near-constant instead of adding noise. The boosting sees at most
     ``config.boosting_max_seeds`` seeds and ``config.boosting_background`` of the sampled
     candidates (seeded samples). Needs ``problem.features``.
@@ -531,7 +533,8 @@ def score_hybrid(
         problem.features, problem.seed_rows[fitted], weights / weights.mean(), boosting_halves,
         candidates, config.seed,
     )
-    rows, best = top_ranked(candidates, embedding + boosted, problem.size)
+    score = config.hybrid_embedding_weight * embedding + boosted
+    rows, best = top_ranked(candidates, score, problem.size)
     effort = {"background": sum(map(len, halves)), "boosting_seeds": len(fitted),
               "boosting_background": sum(map(len, boosting_halves))}
     return Expansion(rows, best, effort)

@@ -428,7 +428,7 @@ def test_contrast_is_not_fooled_by_rows_ordered_by_period():
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_hybrid_sums_contrast_and_boosted_log_odds(embeddings, weighted):
+def test_hybrid_adds_weighted_contrast_and_boosted_log_odds(embeddings, weighted):
     rng = np.random.default_rng(6)
     features = np.column_stack([np.arange(N) % 6 == 1, rng.normal(size=(N, 3))]).astype(np.float32)
     seeds = seeds_in_clusters(N, (1,), 40)
@@ -444,7 +444,8 @@ def test_hybrid_sums_contrast_and_boosted_log_odds(embeddings, weighted):
     boosted = boosted_log_odds(ArrayFeatures(features), seeds, weights / weights.mean(),
                                random_halves(rows, len(rows), 0), rows, random_state=0)
 
-    expected = dict(zip(rows.tolist(), contrast_logits + boosted, strict=True))
+    score = config.hybrid_embedding_weight * contrast_logits + boosted
+    expected = dict(zip(rows.tolist(), score, strict=True))
     ranked = sorted(expected.items(), key=lambda p: (-p[1], p[0]))[:90]
     np.testing.assert_allclose(result.scores, [score for _, score in ranked], atol=1e-3)
     assert len(set(result.rows.tolist()) ^ {row for row, _ in ranked}) <= 4  # ties at the edge
@@ -499,7 +500,8 @@ def test_hybrid_fits_its_boosting_against_a_sample_of_each_half(embeddings):
     embedding = contrast_log_odds(problem, halves, config.contrast_c)[rows]
     boosted = boosted_log_odds(ArrayFeatures(features), seeds, np.ones(len(seeds)), sampled, rows,
                                random_state=config.seed)
-    reference_rows, reference_scores = top_ranked(rows, embedding + boosted, 60)
+    score = config.hybrid_embedding_weight * embedding + boosted
+    reference_rows, reference_scores = top_ranked(rows, score, 60)
     np.testing.assert_array_equal(result.rows, reference_rows)
     np.testing.assert_allclose(result.scores, reference_scores)
 
