@@ -26,12 +26,13 @@ by default) best first:
 - ``density``: the seeds' kernel density over a candidate sample's at each candidate (a soft vote
   of every seed, divided by how crowded the space is there), one exact pass against seeds plus
   sample. The best top 1% on Bank Marketing; below contrast on AUC on the synthetic draws.
-- ``hybrid``: contrast's log-odds plus those of a gradient-boosted classifier of the same seeds
-  against the same sample on the encoded input features (:mod:`lookalike.propensity`). The
-  embedding brings what every trained conversion type taught the encoder, the boosted model this
-  list's own non-linear boundary in the raw features. The only strategy that reads the feature
-  table (``ExpansionProblem.features``). The default: above gradient boosting alone and above
-  contrast on AUC on the synthetic draws (benchmarks/RESULTS.md, issue 7).
+- ``hybrid``: half of contrast's log-odds plus those of a gradient-boosted classifier of the
+  same seeds against part of the same sample on the encoded input features
+  (:mod:`lookalike.propensity`). The embedding brings what every trained conversion type taught
+  the encoder, the boosted model this list's own non-linear boundary in the raw features. The only
+  strategy that reads the feature table (``ExpansionProblem.features``). The default: above
+  gradient boosting alone and above contrast on AUC on all 12 synthetic type-draws
+  (benchmarks/RESULTS.md, issue 7).
 
 Seed weights (a ``weight`` column: value-based lookalikes) weight the knn mean, the k-means fit,
 the centroid, the contrast regression, the density's seed kernel and the hybrid's two models.
@@ -510,10 +511,10 @@ def score_hybrid(
     embedding's discounted because it is overconfident on the conversion types the encoder trained
     on (their seeds are its training converters). The embedding carries what every trained
     conversion type taught the encoder; the boosted model draws this list's own non-linear
-    boundary in the raw features, which the 32-d embedding summarizes lossily. A model that finds nothing (early stopping on a
-    held-out tenth) stays near-constant instead of adding noise. The boosting sees at most
-    ``config.boosting_max_seeds`` seeds and ``config.boosting_background`` of the sampled
-    candidates (seeded samples). Needs ``problem.features``.
+    boundary in the raw features, which the 32-d embedding summarizes lossily. A model that finds
+    nothing (early stopping on a held-out tenth) stays near-constant instead of adding noise. The
+    boosting sees at most ``config.boosting_max_seeds`` seeds and ``config.boosting_background``
+    of the sampled candidates (seeded samples). Needs ``problem.features``.
     """
     if problem.features is None:
         raise AudienceError(

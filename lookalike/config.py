@@ -244,7 +244,7 @@ class AudienceConfig(_Section):
     boosting_background: int = Field(
         20_000, ge=2, description="Sampled candidates the hybrid strategy's gradient boosting is "
         "fitted against, half per cross-fitted model (a seeded sample of contrast's): 20,000 "
-        "ranked as well as 50,000 with fits 27-55% faster (RESULTS.md, session 9).",
+        "ranked as well as 50,000 with fits 27-58% faster (RESULTS.md, session 9).",
     )
     exact_search_max_candidates: int = Field(
         200_000,

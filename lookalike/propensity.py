@@ -4,8 +4,8 @@ The two-tower embedding is a lossy 32-number summary of each user; what it adds 
 learned from every conversion type (it serves seed lists of kinds it never trained on). A
 gradient-boosted classifier of one list's seeds against a population sample, on the encoded
 features themselves, draws that list's own non-linear boundary there. The hybrid strategy
-(:func:`lookalike.audience.score_hybrid`) adds the two log-odds; on the synthetic draws and Bank
-Marketing it ranks held-out converters above either alone (benchmarks/RESULTS.md, issue 7).
+(:func:`lookalike.audience.score_hybrid`) adds its log-odds to half of contrast's; on the synthetic
+draws it ranks held-out converters above either alone (benchmarks/RESULTS.md, issue 7).
 
 Features come through :class:`FeatureRows`: :class:`ArrayFeatures` over a matrix in memory (the
 evaluation's), :class:`ParquetFeatures` over a build's ``features.parquet``, read batch by batch so
