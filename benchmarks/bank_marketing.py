@@ -8,7 +8,7 @@ Each client (row) becomes a profile with ``user_id`` = row number; ``duration`` 
 known only after the call, so it leaks the answer); ``y = yes`` is the conversion
 ``term_deposit`` (no conversion time, so the hold-out is a seeded random share). The whole
 evaluation then runs as ``lookalike evaluate`` would: features, an encoder trained without the
-held-out subscribers, and every method scored on them (table: ``lookalike.evaluate``).
+held-out subscribers, and every method scored on them (table: ``lookalike.evaluation.evaluate``).
 
 The script prints the report and two checks against baselines measured in the same run:
 the two-tower default strategy's lift at 10% against the logistic-regression baseline, and the
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import polars as pl
 
-from lookalike.artifacts import atomic_write
-from lookalike.config import LookalikeConfig, load_config
-from lookalike.evaluate import EvaluationResult, evaluate
+from lookalike.core.artifacts import atomic_write
+from lookalike.core.config import LookalikeConfig, load_config
+from lookalike.evaluation.evaluate import EvaluationResult, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bank-marketing" / "bank-additional-full.csv.gz"

@@ -1,7 +1,7 @@
 """Seed expansion speed: wall time and peak RSS of ``export_audience`` per strategy and seed count.
 
 Builds a synthetic build folder (clustered, L2-normalized 64-d embeddings, users, a feature table
-as wide as the synthetic generator's and its spec) and its HNSW index (:func:`lookalike.index.build_index`, default IndexConfig). Seeds of
+as wide as the synthetic generator's and its spec) and its HNSW index (:func:`lookalike.search.index.build_index`, default IndexConfig). Seeds of
 1,000 and 50,000 users (at most a quarter of the population) come from a few clusters; the audience
 is 5% of the eligible users. Each export runs in a fresh process so its peak RSS is its own. The
 "search" column says what answered the queries: AnnIndex (HNSW), ExactSearch (brute force) or scan
@@ -30,11 +30,11 @@ import polars as pl
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lookalike.artifacts import write_json  # noqa: E402
-from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig  # noqa: E402
-from lookalike.index import build_index  # noqa: E402
-from lookalike.toy_features import toy_spec  # noqa: E402
-from lookalike.workdir import BuildPaths, Workdir  # noqa: E402
+from lookalike.core.artifacts import write_json  # noqa: E402
+from lookalike.core.config import AudienceConfig, IndexConfig, LookalikeConfig  # noqa: E402
+from lookalike.search.index import build_index  # noqa: E402
+from lookalike.testing.toy_tables import toy_spec  # noqa: E402
+from lookalike.core.workdir import BuildPaths, Workdir  # noqa: E402
 from peak_rss import peak_rss_mib  # noqa: E402
 
 STRATEGIES = ("knn", "clusters", "centroid")
@@ -125,8 +125,8 @@ def write_seeds(folder: Path, labels: np.ndarray, count: int) -> Path:
 
 def run_child(spec_path: Path) -> None:
     """One export in this process; prints wall time, peak RSS and stage timings as JSON."""
-    from lookalike.audience import ExactSearch
-    from lookalike.export import export_audience
+    from lookalike.audience.expansion import ExactSearch
+    from lookalike.audience.export import export_audience
 
     spec = json.loads(spec_path.read_text())
     build = BuildPaths(Path(spec["build"]))
@@ -157,7 +157,7 @@ def run_child(spec_path: Path) -> None:
 
 
 def _search_used(audience: Path) -> str:
-    from lookalike.export import read_audience_metadata
+    from lookalike.audience.export import read_audience_metadata
 
     return json.loads(read_audience_metadata(audience)["parameters"])["search"] or "scan"
 
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace, root: Path) -> dict:
     build, labels, index_s = write_synthetic_build(root, args)
     elapsed = time.perf_counter() - start
     print(f"synthetic build: {args.users} users x {args.dim} dims in {elapsed:.1f} s")
-    print(f"HNSW index (lookalike.index, default IndexConfig) built in {index_s:.1f} s")
+    print(f"HNSW index (lookalike.search.index, default IndexConfig) built in {index_s:.1f} s")
     asked = sorted(int(s) for s in args.seeds.split(","))
     counts = sorted({min(count, args.users // 4) for count in asked})
     if counts != asked:

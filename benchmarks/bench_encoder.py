@@ -1,6 +1,6 @@
 """Encoder benchmark: training throughput and quality, population embedding throughput.
 
-On a latent-variable toy table (lookalike.toy_features) of ``--users`` users, for each variant and
+On a latent-variable toy table (lookalike.testing.toy_tables) of ``--users`` users, for each variant and
 train seed: train with the default config (plus the variant's overrides), then report
 
 - training: wall time of the whole run, steps/s and (anchor, positive, negative) tuples/s over the
@@ -29,12 +29,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import polars as pl
 
-from lookalike.config import LookalikeConfig
-from lookalike.embed import embed_population, feature_columns
-from lookalike.spec import FeatureSpec, encode
-from lookalike.toy_features import ToyPaths, write_toy_tables
-from lookalike.train import TrainResult, load_training_data, train, validation_set
-from lookalike.validation import heldout_recall, raw_feature_vectors
+from lookalike.core.config import LookalikeConfig
+from lookalike.encoder.embed import embed_population, feature_columns
+from lookalike.data.spec import FeatureSpec, encode
+from lookalike.testing.toy_tables import ToyPaths, write_toy_tables
+from lookalike.encoder.train import TrainResult, load_training_data, train, validation_set
+from lookalike.data.spec import raw_feature_vectors
+from lookalike.encoder.heldout import heldout_recall
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, dict[str, Any]]]:

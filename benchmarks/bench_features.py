@@ -26,9 +26,9 @@ from peak_rss import peak_rss_mib
 
 
 def run_lookalike(data: Path, out: Path, partition_events: int | None) -> dict:
-    from lookalike.config import load_config
-    from lookalike.features import compute_features, parse_as_of
-    from lookalike.ingest import load_events, load_profiles
+    from lookalike.core.config import load_config
+    from lookalike.data.features import compute_features, parse_as_of
+    from lookalike.data.ingest import load_events, load_profiles
 
     truth = json.loads((data / "truth.json").read_text())
     config = load_config(data / "config.yaml")
@@ -115,7 +115,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-features-"))
     data = args.data or work / "data"
     if not (data / "truth.json").is_file():
-        from lookalike.synthetic import generate
+        from lookalike.data.synthetic import generate
 
         started = time.perf_counter()
         generate(data, args.users, events_per_user=args.events_per_user, seed=0)

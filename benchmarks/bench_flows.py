@@ -1,8 +1,8 @@
 """Flows benchmark: what Prefect costs on top of the library, and what Dask shards buy.
 
-On synthetic data of ``--users`` users (``lookalike.synthetic``), each in a fresh workdir:
+On synthetic data of ``--users`` users (``lookalike.data.synthetic``), each in a fresh workdir:
 
-- library: the build steps of ``lookalike.build`` and ``lookalike.export.export_audience``
+- library: the build steps of ``lookalike.build_steps`` and ``lookalike.audience.export.export_audience``
   called directly, no Prefect;
 - flows: ``pipeline_flow`` (build flow + export flow) on the same inputs and config, after a
   trivial flow has started Prefect (its start-up, embedded mode or server, is reported apart);
@@ -29,11 +29,11 @@ import polars as pl
 import yaml
 
 import flows  # noqa: F401  (Prefect settings for the embedded mode, before prefect is imported)
-from lookalike import build as steps
-from lookalike.config import load_config
-from lookalike.export import export_audience
-from lookalike.synthetic import HELD_BACK_TYPE, generate
-from lookalike.workdir import Workdir
+from lookalike import build_steps as steps
+from lookalike.core.config import load_config
+from lookalike.audience.export import export_audience
+from lookalike.data.synthetic import HELD_BACK_TYPE, generate
+from lookalike.core.workdir import Workdir
 
 AUDIENCE_FRACTION = 0.05
 

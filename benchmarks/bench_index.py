@@ -1,11 +1,11 @@
 """Benchmark the HNSW index against exact search on clustered, embedding-like unit vectors.
 
 Generates ``--users`` L2-normalized vectors drawn from a mixture of gaussian clusters of uneven
-sizes and spreads, builds the index with :func:`lookalike.index.build_index`, then measures:
+sizes and spreads, builds the index with :func:`lookalike.search.index.build_index`, then measures:
 
 - build time, peak RSS of the process, index bytes per user (file size, and RSS growth on load);
 - queries/s at k=``--k`` for each ef of ``--ef-grid`` until recall@k reaches ``--target-recall``
-  (recall against :func:`lookalike.index.exact_search` on the same queries);
+  (recall against :func:`lookalike.search.index.exact_search` on the same queries);
 - queries/s of exact search on the same queries (the baseline) and the speed-up ratio.
 
 Prints Markdown tables and writes every figure as JSON to ``--out``. Targets at 1M users, d=64
@@ -32,9 +32,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from lookalike.artifacts import write_json
-from lookalike.config import IndexConfig
-from lookalike.index import AnnIndex, build_index, exact_search, recall_at_k
+from lookalike.core.artifacts import write_json
+from lookalike.core.config import IndexConfig
+from lookalike.search.index import AnnIndex, build_index, exact_search, recall_at_k
 from peak_rss import peak_rss_mib
 
 GENERATION_CHUNK = 100_000

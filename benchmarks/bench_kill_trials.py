@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests")]  # this checkout's package and test helpers
+sys.path.insert(0, str(REPO))  # this checkout's package
 
-from kill_harness import build_trial, export_trial, prepare, summary  # noqa: E402
-from reliability_fixtures import reliability_config, small_data, write_seeds  # noqa: E402
+from lookalike.testing.kill_harness import build_trial, export_trial, prepare, summary  # noqa: E402
+from lookalike.testing.fixtures import reliability_config, small_data, write_seeds  # noqa: E402
 
 
 def last_step(line: str) -> str:

@@ -29,8 +29,8 @@ import polars as pl
 import yaml
 
 import flows  # noqa: F401  (Prefect settings for the embedded mode, before prefect is imported)
-from lookalike.index import AnnIndex, exact_search, open_embeddings
-from lookalike.workdir import BuildPaths, Workdir
+from lookalike.search.index import AnnIndex, exact_search, open_embeddings
+from lookalike.core.workdir import BuildPaths, Workdir
 
 NEIGHBOURS = 100
 EXACT_SAMPLE = 200
@@ -107,8 +107,8 @@ def neighbour_agreement(builds: list[BuildPaths], rows: np.ndarray, ef: int) -> 
 
 
 def export_with(build: BuildPaths, work: Path, out: Path, ef: int) -> pl.Series:
-    from lookalike.config import load_config
-    from lookalike.export import export_audience
+    from lookalike.core.config import load_config
+    from lookalike.audience.export import export_audience
 
     index = AnnIndex.load(build.index_dir, build.model_build_id())
     result = export_audience(build, work / "seeds.parquet", out, fraction=AUDIENCE_FRACTION,

@@ -67,7 +67,7 @@ def prepare(data: Path, users: int, events_per_user: float, work: Path) -> dict:
     """Generate the data (once) and split one trained type's converters into train/held-out."""
     import polars as pl
 
-    from lookalike.synthetic import generate
+    from lookalike.data.synthetic import generate
 
     if not (data / "truth.json").is_file():
         started = time.perf_counter()
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from flows.build import build_flow
     from flows.export import export_flow
-    from lookalike.evaluate import audience_hits
+    from lookalike.evaluation.evaluate import audience_hits
 
     work = args.work or Path(tempfile.mkdtemp(prefix="e2e-"))
     data = args.data or work / "data"

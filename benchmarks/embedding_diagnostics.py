@@ -35,19 +35,19 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lookalike.config import ModelConfig  # noqa: E402
-from lookalike.evaluate import (  # noqa: E402
+from lookalike.core.config import ModelConfig  # noqa: E402
+from lookalike.evaluation.evaluate import (  # noqa: E402
     MODEL_FOLDER,
     Population,
     holdout_split,
     load_population,
     seed_separability,
 )
-from lookalike.model import EncoderTower  # noqa: E402
-from lookalike.spec import EncodedFeatures, FeatureSpec, encode  # noqa: E402
-from lookalike.embed import feature_columns  # noqa: E402
+from lookalike.encoder.model import EncoderTower  # noqa: E402
+from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode  # noqa: E402
+from lookalike.encoder.embed import feature_columns  # noqa: E402
 
-# Each synthetic type's weights on the 5-d latent (lookalike.synthetic's table).
+# Each synthetic type's weights on the 5-d latent (lookalike.data.synthetic's table).
 DIRECTIONS = {"subscribe": [1, 1, 0, 0, 0], "premium_upgrade": [0, 0, 1, -1, 0],
               "loyalty_join": [0, 1, 0, -1, 0], "card_signup": [1, 0, 1, 0, 0]}
 BACKGROUND = 20_000

@@ -1,4 +1,4 @@
-"""Time :func:`lookalike.hashing.hash_identifiers` on N synthetic emails and phones.
+"""Time :func:`lookalike.privacy.hashing.hash_identifiers` on N synthetic emails and phones.
 
 Baseline, measured in the same run: a per-value Python loop applying the same rules
 (``re`` + ``unicodedata`` + ``hashlib``), the obvious way to write it without polars.
@@ -17,7 +17,7 @@ import unicodedata
 import numpy as np
 import polars as pl
 
-from lookalike.hashing import hash_identifiers
+from lookalike.privacy.hashing import hash_identifiers
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")

@@ -1,6 +1,6 @@
 """What each scoring rule reaches in the TRUE latent space of the synthetic data (its truth table).
 
-Uses the evaluation's own hold-out split (`lookalike.evaluate.holdout_split`) and figures
+Uses the evaluation's own hold-out split (`lookalike.evaluation.evaluate.holdout_split`) and figures
 (`method_figures`), with the latent vectors u in place of learned embeddings. It separates "the
 encoder recovers u imperfectly" from "this way of scoring cannot rank half-space converters":
 
@@ -18,9 +18,9 @@ import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from lookalike.audience import normalize_rows
-from lookalike.config import LookalikeConfig
-from lookalike.evaluate import (
+from lookalike.audience.expansion import normalize_rows
+from lookalike.core.config import LookalikeConfig
+from lookalike.evaluation.evaluate import (
     Population,
     ScoringTask,
     holdout_split,

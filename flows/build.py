@@ -1,6 +1,6 @@
 """The build flow: ingest -> features -> train -> embed -> index, one task per step.
 
-Tasks are thin wrappers over :mod:`lookalike.build` and pass only paths and small dicts. A build
+Tasks are thin wrappers over :mod:`lookalike.build_steps` and pass only paths and small dicts. A build
 whose id (a hash of input contents, config and package version) is already complete, with every
 file its manifest lists intact, is reused: none of its tasks run again.
 """
@@ -14,8 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
-from lookalike import build as steps
-from lookalike.workdir import BuildPaths, Workdir
+from lookalike import build_steps as steps
+from lookalike.core.workdir import BuildPaths, Workdir
 
 
 @task(name="ingest-and-features", cache_policy=NO_CACHE, retries=IO_RETRIES,
@@ -71,7 +71,7 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
                profiles: str | None = None, as_of: str | None = None,
                config_path: str | None = None) -> dict[str, Any]:
     """Build (or reuse) the model, embeddings and index for these inputs; returns a summary."""
-    from lookalike.config import load_config
+    from lookalike.core.config import load_config
 
     request = steps.BuildRequest(events=events, profiles=profiles, conversions=conversions,
                                  as_of=as_of, config=load_config(config_path))

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from lookalike.errors import LookalikeError
+from lookalike.core.errors import LookalikeError
 
 app = typer.Typer(
     help="Lookalike audiences from first-party data: build a model and index, export audiences.",
@@ -87,7 +87,7 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data).")] = 0,
 ) -> None:
     """Write synthetic events, profiles and conversions from a hidden latent model."""
-    from lookalike.synthetic import generate as generate_data
+    from lookalike.data.synthetic import generate as generate_data
 
     data = generate_data(out, users, events_per_user=events_per_user, seed=seed, progress=typer.echo)
     typer.echo(f"wrote {data.events}, {data.profiles}, {data.conversions} (ground truth: {data.truth})")
@@ -178,9 +178,9 @@ def erase(
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
 ) -> None:
     """Physically remove USERS from the current build and last exports; delete older builds."""
-    from lookalike.config import load_config
-    from lookalike.erasure import erase_users
-    from lookalike.workdir import Workdir
+    from lookalike.core.config import load_config
+    from lookalike.privacy.erasure import erase_users
+    from lookalike.core.workdir import Workdir
 
     report = erase_users(Workdir(workdir), users, load_config(config), progress=typer.echo)
     typer.echo(f"build {report.build_id}: removed {report.rows_removed}; deleted older builds "
@@ -216,8 +216,8 @@ def evaluate(
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
 ) -> None:
     """Hold out converters, train without them, and compare audiences with baselines on them."""
-    from lookalike.config import load_config
-    from lookalike.evaluate import evaluate as run_evaluation
+    from lookalike.core.config import load_config
+    from lookalike.evaluation.evaluate import evaluate as run_evaluation
 
     if events is None and profiles is None:
         raise LookalikeError("give at least one of --events or --profiles")

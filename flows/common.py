@@ -35,7 +35,7 @@ def task_runner_options(name: str, address: str | None = None, workers: int = 2)
     if name == "default":
         return {}
     if name != "dask":
-        from lookalike.errors import LookalikeError
+        from lookalike.core.errors import LookalikeError
 
         raise LookalikeError(f"unknown task runner '{name}': use default or dask")
     from prefect_dask import DaskTaskRunner

@@ -14,9 +14,9 @@ import yaml
 
 from flows.build import build_flow
 from flows.export import export_flow
-from lookalike.artifacts import read_json, write_json
-from lookalike.evaluate import AudienceHits, audience_hits
-from lookalike.synthetic import generate
+from lookalike.core.artifacts import read_json, write_json
+from lookalike.evaluation.evaluate import AudienceHits, audience_hits
+from lookalike.data.synthetic import generate
 
 DEMO_OVERRIDES = {
     "train": {"time_budget_seconds": 90.0},

@@ -15,8 +15,8 @@ from prefect.schedules import Cron
 from prefect.settings import get_current_settings
 
 from flows.pipeline import pipeline_flow
-from lookalike.config import load_config
-from lookalike.errors import LookalikeError
+from lookalike.core.config import load_config
+from lookalike.core.errors import LookalikeError
 
 DEPLOYMENT_NAME = "scheduled"
 START_A_SERVER = ("start one with `prefect server start` and set "

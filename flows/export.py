@@ -15,9 +15,9 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
-from lookalike.config import LookalikeConfig, load_config
-from lookalike.export import HashingRequest, export_audience
-from lookalike.workdir import Workdir
+from lookalike.core.config import LookalikeConfig, load_config
+from lookalike.audience.export import HashingRequest, export_audience
+from lookalike.core.workdir import Workdir
 
 
 @task(name="export-audience", cache_policy=NO_CACHE, retries=IO_RETRIES,
@@ -40,7 +40,7 @@ def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
                 hashing: dict[str, str] | None = None) -> dict[str, Any]:
     """Export the audience of one seed list from the workdir's current build.
 
-    ``hashing`` holds :class:`~lookalike.export.HashingRequest` fields (kind, platform,
+    ``hashing`` holds :class:`~lookalike.audience.export.HashingRequest` fields (kind, platform,
     identifiers, column) to add a hashed email or phone column.
     """
     options = {"size": size, "fraction": fraction, "exclude": exclude, "eligible": eligible,

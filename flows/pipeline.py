@@ -11,8 +11,8 @@ from prefect import flow
 from flows.build import build_flow
 from flows.common import log
 from flows.export import export_flow
-from lookalike.config import load_config
-from lookalike.errors import LookalikeError
+from lookalike.core.config import load_config
+from lookalike.core.errors import LookalikeError
 
 
 @flow(name="lookalike-pipeline")

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from lookalike.artifacts import write_json
-from lookalike.toy_features import toy_spec
-from lookalike.workdir import BuildPaths, Workdir
+from lookalike.core.artifacts import write_json
+from lookalike.testing.toy_tables import toy_spec
+from lookalike.core.workdir import BuildPaths, Workdir
 
 
 def clustered_embeddings(

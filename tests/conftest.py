@@ -18,9 +18,10 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from lookalike.config import LookalikeConfig  # noqa: E402
-from lookalike.toy_features import ToyPaths, write_toy_tables  # noqa: E402
-from lookalike.train import TrainResult, train  # noqa: E402
+from lookalike.core.config import LookalikeConfig  # noqa: E402
+from lookalike.testing.fixtures import fast_config  # noqa: E402
+from lookalike.testing.toy_tables import ToyPaths, write_toy_tables  # noqa: E402
+from lookalike.encoder.train import TrainResult, train  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,24 +31,6 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
-
-
-def fast_config(**train: object) -> LookalikeConfig:
-    """A small model and short training that still learns on the toy tables."""
-    return LookalikeConfig.model_validate(
-        {
-            "model": {"embedding_dim": 16, "hidden_dims": [64], "numeric_bins": 8},
-            "train": {
-                "epochs": 2,
-                "converters_per_type": 32,
-                "negatives_per_batch": 128,
-                "validation_background": 2000,
-                "health_sample": 1000,
-                "threads": 1,
-                **train,
-            },
-        }
-    )
 
 
 @pytest.fixture(scope="session")

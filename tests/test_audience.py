@@ -12,8 +12,8 @@ from audience_fixtures import clustered_embeddings, population_ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import lookalike.audience as audience_module
-from lookalike.audience import (
+import lookalike.audience.expansion as audience_module
+from lookalike.audience.expansion import (
     STRATEGIES,
     ExactSearch,
     ExpansionProblem,
@@ -35,9 +35,9 @@ from lookalike.audience import (
     top_ranked,
     validate_seeds,
 )
-from lookalike.config import AudienceConfig
-from lookalike.errors import AudienceError
-from lookalike.propensity import ArrayFeatures, boosted_log_odds
+from lookalike.core.config import AudienceConfig
+from lookalike.core.errors import AudienceError
+from lookalike.audience.propensity import ArrayFeatures, boosted_log_odds
 
 # --- naive references ---------------------------------------------------------------------------
 

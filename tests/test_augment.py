@@ -7,8 +7,8 @@ import doctest
 import pytest
 import torch
 
-import lookalike.augment as augment_module
-from lookalike.augment import corrupt_features
+import lookalike.encoder.augment as augment_module
+from lookalike.encoder.augment import corrupt_features
 
 
 def distinct_columns(n: int, f: int) -> torch.Tensor:

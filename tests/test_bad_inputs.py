@@ -1,8 +1,8 @@
 """The bad-input matrix (issue 9, item 7): malformed inputs mapped to the error or handling expected.
 
-Every row goes through the library (``lookalike.ingest`` and, for events and profiles,
-``lookalike.features.compute_features`` and ``lookalike.spec.encode``); no Prefect. A row either
-names the fragments its :class:`~lookalike.errors.InputError` must contain (besides the file), or a
+Every row goes through the library (``lookalike.data.ingest`` and, for events and profiles,
+``lookalike.data.features.compute_features`` and ``lookalike.data.spec.encode``); no Prefect. A row either
+names the fragments its :class:`~lookalike.core.errors.InputError` must contain (besides the file), or a
 check of the specific handling. Every accepted events/profiles row must also give finite features
 and encoded inputs in [0, 1].
 """
@@ -25,10 +25,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from lookalike.errors import InputError
-from lookalike.features import compute_features
-from lookalike.ingest import TableReport, load_conversions, load_events, load_profiles, load_user_list
-from lookalike.spec import EncodedFeatures, FeatureSpec, encode
+from lookalike.core.errors import InputError
+from lookalike.data.features import compute_features
+from lookalike.data.ingest import TableReport, load_conversions, load_events, load_profiles, load_user_list
+from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode
 
 AS_OF = "2024-02-01"
 JAN = [datetime(2024, 1, d) for d in (3, 5, 7, 9, 11, 13)]
@@ -359,8 +359,8 @@ BASE_USERS, EVENTS_PER_USER = 2_000, 10
 
 PEAK_RSS_SCRIPT = """
 import json, resource, sys
-from lookalike.features import compute_features
-from lookalike.ingest import load_events
+from lookalike.data.features import compute_features
+from lookalike.data.ingest import load_events
 events, out = sys.argv[1], sys.argv[2]
 result = compute_features(load_events(events), None, out + ".parquet", out + ".json", as_of="2024-02-01")
 print(json.dumps({"users": result.n_users, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))

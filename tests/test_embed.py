@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 import torch
 
-from lookalike.artifacts import sha256_file
-from lookalike.config import ModelConfig
-from lookalike.embed import embed_population, embed_users
-from lookalike.errors import ArtifactError, InputError
-from lookalike.model import (
+from lookalike.core.artifacts import sha256_file
+from lookalike.core.config import ModelConfig
+from lookalike.encoder.embed import embed_population, embed_users
+from lookalike.core.errors import ArtifactError, InputError
+from lookalike.encoder.model import (
     Architecture,
     Tower,
     TwoTowerEncoder,
@@ -22,8 +22,8 @@ from lookalike.model import (
     load_model,
     save_model,
 )
-from lookalike.spec import FeatureSpec, encode
-from lookalike.toy_features import ToyPaths, write_toy_tables
+from lookalike.data.spec import FeatureSpec, encode
+from lookalike.testing.toy_tables import ToyPaths, write_toy_tables
 
 
 def direct(features: Path, spec: Path, model_dir: Path, tower: Tower = "candidate") -> np.ndarray:

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lookalike.config import EvaluateConfig, LookalikeConfig
-from lookalike.evaluate import (
+from lookalike.core.config import EvaluateConfig, LookalikeConfig
+from lookalike.evaluation.evaluate import (
     METHODS,
     auc_score,
     cutoff_size,
@@ -26,7 +26,7 @@ from lookalike.evaluate import (
     ranking_positions,
     training_conversions,
 )
-from lookalike.synthetic import generate
+from lookalike.data.synthetic import generate
 
 
 def test_cutoff_metrics_match_a_hand_computed_example() -> None:

@@ -19,12 +19,13 @@ import pyarrow.parquet as pq
 import pytest
 from audience_fixtures import clustered_embeddings, population_ids, write_build, write_ids
 
-from lookalike.audience import ExactSearch, ExpansionProblem, band_size, expand_seeds
-from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig
-from lookalike.errors import ArtifactError, AudienceError, InputError
-from lookalike.export import export_audience, read_audience_metadata
-from lookalike.propensity import ArrayFeatures, model_inputs
-from lookalike.spec import FeatureSpec, encode
+from lookalike.audience.expansion import ExactSearch, ExpansionProblem, band_size, expand_seeds
+from lookalike.core.config import AudienceConfig, IndexConfig, LookalikeConfig
+from lookalike.core.errors import ArtifactError, AudienceError, InputError
+from lookalike.audience.export import export_audience, read_audience_metadata
+from lookalike.audience.propensity import ArrayFeatures
+from lookalike.data.spec import model_inputs
+from lookalike.data.spec import FeatureSpec, encode
 
 N = 600
 TESTS_DIR = Path(__file__).parent
@@ -257,10 +258,10 @@ KILLED_WRITER = textwrap.dedent(
     import sys, time
     import numpy as np
     import pyarrow.parquet as pq
-    from lookalike.audience import ExactSearch
-    from lookalike.config import AudienceConfig, IndexConfig, LookalikeConfig
-    from lookalike.export import export_audience
-    from lookalike.workdir import BuildPaths
+    from lookalike.audience.expansion import ExactSearch
+    from lookalike.core.config import AudienceConfig, IndexConfig, LookalikeConfig
+    from lookalike.audience.export import export_audience
+    from lookalike.core.workdir import BuildPaths
 
     write_batch = pq.ParquetWriter.write_batch
 
@@ -301,7 +302,7 @@ def test_an_export_killed_during_the_write_leaves_the_old_file_or_the_new_one(tm
 
 
 def test_hnsw_at_high_ef_gives_the_exact_audience(tmp_path):
-    index = pytest.importorskip("lookalike.index")
+    index = pytest.importorskip("lookalike.search.index")
     embeddings = clustered_embeddings(2000, 16, clusters=20)
     build = write_build(tmp_path / "w", embeddings, with_features=False)
     config = IndexConfig(M=16, ef_construction=200, ef=400, threads=1)

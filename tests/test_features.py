@@ -14,19 +14,19 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sklearn.preprocessing import QuantileTransformer
 
-import lookalike.features
-from lookalike.config import LookalikeConfig, load_config
-from lookalike.errors import InputError
-from lookalike.features import (
+import lookalike.data.features
+from lookalike.core.config import LookalikeConfig, load_config
+from lookalike.core.errors import InputError
+from lookalike.data.features import (
     UNDEFINED_WITHOUT_EVENTS,
     compute_features,
     event_partitions,
     parse_as_of,
     profile_feature_frame,
 )
-from lookalike.ingest import Table, load_events, load_profiles
-from lookalike.schema import USER_ID
-from lookalike.spec import (
+from lookalike.data.ingest import Table, load_events, load_profiles
+from lookalike.data.schema import USER_ID
+from lookalike.data.spec import (
     CategoricalFeature,
     FeatureSpec,
     NumericFeature,
@@ -34,7 +34,7 @@ from lookalike.spec import (
     fit_quantiles,
     quantile_transform,
 )
-from lookalike.synthetic import GeneratedData, generate
+from lookalike.data.synthetic import GeneratedData, generate
 
 AS_OF = "2024-02-01"
 CONFIG = LookalikeConfig.model_validate(
@@ -272,7 +272,7 @@ def test_streamed_table_and_spec_equal_the_in_memory_ones(
 ) -> None:
     """Several user partitions, row groups and a scaling sample smaller than the table; an
     identifier-like profile column; event users without a profile and profile users without events."""
-    monkeypatch.setattr(lookalike.features, "PARQUET_ROW_GROUP", 400)
+    monkeypatch.setattr(lookalike.data.features, "PARQUET_ROW_GROUP", 400)
     events = pl.read_parquet(synthetic_1500.events)
     profiles = (pl.read_parquet(synthetic_1500.profiles).filter(pl.col(USER_ID) % 10 != 3)
                 .with_columns(pl.format("user-{}@example.com", USER_ID).alias("email")))

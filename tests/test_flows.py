@@ -1,7 +1,7 @@
 """Prefect flows on small synthetic data: build, export, reuse, rebuild, retries, failures, Dask.
 
 Every flow runs against the session's ``prefect_harness`` server. Step calls are counted by
-wrapping the library step functions the tasks call (``lookalike.build.step_*``), so "reused"
+wrapping the library step functions the tasks call (``lookalike.build_steps.step_*``), so "reused"
 means "the expensive code never ran", whatever the API's eventual consistency.
 """
 
@@ -31,13 +31,13 @@ import yaml
 from flows.build import build_flow
 from flows.common import task_runner_options
 from flows.export import export_flow
-from lookalike import build as steps
-from lookalike.artifacts import TEMP_MARKER, read_json
-from lookalike.config import load_config
-from lookalike.errors import LookalikeError
-from lookalike.export import export_audience
-from lookalike.synthetic import HELD_BACK_TYPE, generate
-from lookalike.workdir import Workdir
+from lookalike import build_steps as steps
+from lookalike.core.artifacts import TEMP_MARKER, read_json
+from lookalike.core.config import load_config
+from lookalike.core.errors import LookalikeError
+from lookalike.audience.export import export_audience
+from lookalike.data.synthetic import HELD_BACK_TYPE, generate
+from lookalike.core.workdir import Workdir
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")

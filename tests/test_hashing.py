@@ -7,7 +7,7 @@ import hashlib
 import polars as pl
 import pytest
 
-from lookalike.hashing import hash_identifiers, normalize_identifiers
+from lookalike.privacy.hashing import hash_identifiers, normalize_identifiers
 
 
 def sha(text: str) -> str:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from lookalike.config import LookalikeConfig, ModelConfig
-from lookalike.errors import TrainingError
-from lookalike.health import (
+from lookalike.core.config import LookalikeConfig, ModelConfig
+from lookalike.core.errors import TrainingError
+from lookalike.encoder.health import (
     alignment,
     check_not_collapsed,
     effective_rank,
@@ -21,10 +21,10 @@ from lookalike.health import (
     mean_pairwise_cosine,
     uniformity,
 )
-from lookalike.model import Architecture, TwoTowerEncoder, embed_encoded
-from lookalike.spec import EncodedFeatures
-from lookalike.toy_features import ToyPaths
-from lookalike.train import TrainResult, train
+from lookalike.encoder.model import Architecture, TwoTowerEncoder, embed_encoded
+from lookalike.data.spec import EncodedFeatures
+from lookalike.testing.toy_tables import ToyPaths
+from lookalike.encoder.train import TrainResult, train
 
 
 def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -10,10 +10,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import lookalike.index as index_module
-from lookalike.config import IndexConfig
-from lookalike.errors import ArtifactError, LookalikeError
-from lookalike.index import (
+import lookalike.search.index as index_module
+from lookalike.core.config import IndexConfig
+from lookalike.core.errors import ArtifactError, LookalikeError
+from lookalike.search.index import (
     AnnIndex,
     build_index,
     compact,

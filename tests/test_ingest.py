@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from lookalike.errors import InputError
-from lookalike.features import compute_features
-from lookalike.ingest import load_conversions, load_events, load_profiles, load_user_list
+from lookalike.core.errors import InputError
+from lookalike.data.features import compute_features
+from lookalike.data.ingest import load_conversions, load_events, load_profiles, load_user_list
 
 GOOD_EVENTS = {
     "user_id": [1, 1, 2, 3],
@@ -162,7 +162,7 @@ def test_build_command_rejects_bad_events_without_writing(
 
 
 def test_build_command_builds_valid_data_end_to_end(prefect_harness: None, tmp_path: Path) -> None:
-    from lookalike.synthetic import generate
+    from lookalike.data.synthetic import generate
 
     data = generate(tmp_path / "data", 3000, events_per_user=10, seed=3)
     config = tmp_path / "config.yaml"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kill_harness import build_trial, check_state, export_trial, kill_build_after, prepare
-from reliability_fixtures import reliability_config, small_data, write_seeds
+from lookalike.testing.kill_harness import build_trial, check_state, export_trial, kill_build_after, prepare
+from lookalike.testing.fixtures import reliability_config, small_data, write_seeds
 
 
 @pytest.fixture(scope="module")

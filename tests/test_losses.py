@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import lookalike.losses as losses_module
-from lookalike.losses import (
+import lookalike.encoder.losses as losses_module
+from lookalike.encoder.losses import (
     PairLosses,
     info_nce_loss,
     margin_contrastive_loss,

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from lookalike.config import ModelConfig
-from lookalike.errors import ArtifactError
-from lookalike.model import (
+from lookalike.core.config import ModelConfig
+from lookalike.core.errors import ArtifactError
+from lookalike.encoder.model import (
     Architecture,
     PiecewiseLinearEncoding,
     TwoTowerEncoder,
@@ -21,7 +21,7 @@ from lookalike.model import (
     load_model,
     save_model,
 )
-from lookalike.spec import EncodedFeatures
+from lookalike.data.spec import EncodedFeatures
 
 
 def naive_ple(x: float, n_bins: int) -> list[float]:

@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from lookalike.config import LookalikeConfig, PrivacyConfig
-from lookalike.errors import AudienceError
-from lookalike.features import compute_features
-from lookalike.ingest import load_profiles
-from lookalike.privacy import (
+from lookalike.core.config import LookalikeConfig, PrivacyConfig
+from lookalike.core.errors import AudienceError
+from lookalike.data.features import compute_features
+from lookalike.data.ingest import load_profiles
+from lookalike.privacy.proxies import (
     correlation_ratio,
     cramers_v_corrected,
     proxy_warnings,

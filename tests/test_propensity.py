@@ -9,11 +9,12 @@ import polars as pl
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from lookalike.audience import random_halves
-from lookalike.errors import ArtifactError
-from lookalike.propensity import ArrayFeatures, ParquetFeatures, boosted_log_odds, model_inputs
-from lookalike.spec import EncodedFeatures, encode
-from lookalike.toy_features import toy_spec
+from lookalike.audience.expansion import random_halves
+from lookalike.core.errors import ArtifactError
+from lookalike.audience.propensity import ArrayFeatures, ParquetFeatures, boosted_log_odds
+from lookalike.data.spec import model_inputs
+from lookalike.data.spec import EncodedFeatures, encode
+from lookalike.testing.toy_tables import toy_spec
 
 
 def feature_table(n: int, seed: int = 0) -> pl.DataFrame:

@@ -14,14 +14,15 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from reliability_fixtures import reliability_config, request_for, small_data, write_seeds
+from lookalike.testing.fixtures import reliability_config, request_for, small_data, write_seeds
 
-from lookalike.artifacts import read_json
-from lookalike.build import file_checksums, run_build, verify_build
-from lookalike.erasure import erase_users
-from lookalike.errors import ArtifactError, AudienceError
-from lookalike.export import HashingRequest, export_audience, read_audience_metadata
-from lookalike.workdir import Workdir
+from lookalike.core.artifacts import read_json
+from lookalike.build_steps import run_build
+from lookalike.core.workdir import file_checksums, verify_build
+from lookalike.privacy.erasure import erase_users
+from lookalike.core.errors import ArtifactError, AudienceError
+from lookalike.audience.export import HashingRequest, export_audience, read_audience_metadata
+from lookalike.core.workdir import Workdir
 
 QUIET = lambda _message: None  # noqa: E731
 TIMING_KEYS = ("created_at", "seconds", "elapsed_seconds", "train_seconds", "validation_seconds",
@@ -338,7 +339,7 @@ def test_an_export_from_a_tampered_build_fails_clearly_and_writes_nothing(
 
 
 def test_model_weights_are_verified_before_they_are_read(workdir):
-    from lookalike.model import load_model
+    from lookalike.encoder.model import load_model
 
     build = workdir.current()
     flip_a_byte(build.model_dir / "model.safetensors")
@@ -349,7 +350,7 @@ def test_model_weights_are_verified_before_they_are_read(workdir):
 
 
 def test_a_tampered_training_checkpoint_is_refused_before_it_is_read(workdir, data):
-    from lookalike.build import step_train
+    from lookalike.build_steps import step_train
 
     build = workdir.current()
     weights = build.model_dir / "model.safetensors"
@@ -362,7 +363,7 @@ def test_a_tampered_training_checkpoint_is_refused_before_it_is_read(workdir, da
 
 
 def test_embedding_with_a_tampered_spec_is_refused_and_writes_nothing(workdir):
-    from lookalike.build import step_embed
+    from lookalike.build_steps import step_embed
 
     build = workdir.current()
     before = build.embeddings.read_bytes()

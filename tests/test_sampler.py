@@ -6,11 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lookalike.config import TrainConfig
-from lookalike.sampler import ConverterBatchSampler
-from lookalike.spec import FeatureSpec
-from lookalike.toy_features import ToyPaths
-from lookalike.train import load_training_data
+from lookalike.core.config import TrainConfig
+from lookalike.encoder.sampler import ConverterBatchSampler
+from lookalike.data.spec import FeatureSpec
+from lookalike.testing.toy_tables import ToyPaths
+from lookalike.encoder.train import load_training_data
 
 POOLS = [np.arange(0, 100), np.arange(80, 300), np.array([400, 401, 402])]  # type 2 is tiny
 NEGATIVES = np.arange(1000, 5000)

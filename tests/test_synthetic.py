@@ -19,11 +19,11 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from lookalike import synthetic
-from lookalike.artifacts import TEMP_MARKER, read_json, sha256_file
-from lookalike.config import load_config
-from lookalike.errors import LookalikeError
-from lookalike.synthetic import (
+from lookalike.data import synthetic
+from lookalike.core.artifacts import TEMP_MARKER, read_json, sha256_file
+from lookalike.core.config import load_config
+from lookalike.core.errors import LookalikeError
+from lookalike.data.synthetic import (
     CATEGORIES,
     CONVERSION_TYPES,
     EVENT_TYPES,

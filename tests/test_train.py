@@ -13,20 +13,21 @@ import torch
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import roc_auc_score
 
-from lookalike.artifacts import sha256_file
-from lookalike.config import LookalikeConfig, TrainConfig
-from lookalike.errors import ArtifactError, InputError, TrainingError
-from lookalike.model import embed_encoded, load_model
-from lookalike.spec import FeatureSpec, encode
-from lookalike.toy_features import ToyPaths, write_toy_tables
-from lookalike.train import (
+from lookalike.core.artifacts import sha256_file
+from lookalike.core.config import LookalikeConfig, TrainConfig
+from lookalike.core.errors import ArtifactError, InputError, TrainingError
+from lookalike.encoder.model import embed_encoded, load_model
+from lookalike.data.spec import FeatureSpec, encode
+from lookalike.testing.toy_tables import ToyPaths, write_toy_tables
+from lookalike.encoder.train import (
     TrainResult,
     load_training_data,
     train,
     validation_recalls,
     validation_set,
 )
-from lookalike.validation import heldout_recall, raw_feature_vectors
+from lookalike.data.spec import raw_feature_vectors
+from lookalike.encoder.heldout import heldout_recall
 
 ConfigFactory = Callable[..., LookalikeConfig]
 PerType = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # seeds, held out, background

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from lookalike.spec import EncodedFeatures
-from lookalike.validation import (
+from lookalike.data.spec import EncodedFeatures, raw_feature_vectors
+from lookalike.encoder.heldout import (
     heldout_recall,
-    raw_feature_vectors,
     recall_in_top_fraction,
     seed_scores,
     split_converters,

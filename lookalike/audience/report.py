@@ -1,0 +1,275 @@
+"""The report beside an exported audience: sections as JSON-able dicts, and their Markdown.
+
+Sections: seed validation, users per tier, score quantiles, the reach curve (mean score and mean
+nearest-seed similarity of the top n), "why these people" (the features whose distribution differs
+most between the audience and the eligible users) and the overlap with the previous export.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lookalike.core.artifacts import atomic_write, write_json
+
+SCORE_QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+REACH_POINTS = 20
+TOP_FEATURES = 10
+MISSING_VALUE = "(missing)"
+
+
+def tier_counts(tiers: np.ndarray, bands: list[float]) -> list[dict[str, float | int]]:
+    """Users per tier value and cumulatively (``tier <= t``), for every band and 1.0."""
+    return [
+        {
+            "tier": band,
+            "users": int((tiers == band).sum()),
+            "cumulative": int((tiers <= band).sum()),
+        }
+        for band in [*sorted(bands), 1.0]
+    ]
+
+
+def score_quantiles(scores: np.ndarray) -> dict[str, float]:
+    """Quantiles of the audience's scores, keyed by the quantile ("0.5": median)."""
+    if len(scores) == 0:
+        return {}
+    values = np.quantile(scores, SCORE_QUANTILES)
+    return {f"{q:g}": float(v) for q, v in zip(SCORE_QUANTILES, values, strict=True)}
+
+
+def reach_curve(scores: np.ndarray, nearest_similarity: np.ndarray) -> list[dict[str, float | int]]:
+    """Mean score and mean nearest-seed similarity of the top n, at geometrically spaced n."""
+    if len(scores) == 0:
+        return []
+    sizes = np.unique(np.geomspace(1, len(scores), REACH_POINTS).round().astype(np.int64))
+    score_means = np.cumsum(scores)[sizes - 1] / sizes
+    similarity_means = np.cumsum(nearest_similarity)[sizes - 1] / sizes
+    return [
+        {"size": int(n), "mean_score": float(s), "mean_nearest_seed_similarity": float(m)}
+        for n, s, m in zip(sizes, score_means, similarity_means, strict=True)
+    ]
+
+
+def feature_differences(
+    features: Path,
+    audience_ids: pl.Series,
+    eligible_ids: pl.Series,
+    categorical: set[str],
+    top: int = TOP_FEATURES,
+) -> dict[str, list[dict[str, Any]]]:
+    """Features whose distribution differs most between the audience and the eligible users.
+
+    Numeric columns: standardized mean difference, (mean_a - mean_e) / sqrt((var_a + var_e) / 2).
+    Categorical columns (names in ``categorical``, strings, booleans): the value whose share
+    differs most, nulls counted as ``"(missing)"``. Each list holds the ``top`` largest absolute
+    differences.
+    """
+    lazy = pl.scan_parquet(features)
+    schema = lazy.collect_schema()
+    groups = pl.concat(
+        [
+            pl.DataFrame({"user_id": audience_ids, "group": "audience"}),
+            pl.DataFrame({"user_id": eligible_ids, "group": "eligible"}),
+        ]
+    ).with_columns(pl.col("user_id").cast(schema["user_id"]))
+    # Sorted: a join's row order varies between runs and float means depend on it.
+    frame = lazy.join(groups.lazy(), on="user_id", how="inner").collect().sort("user_id")
+    audience = frame.filter(pl.col("group") == "audience")
+    eligible = frame.filter(pl.col("group") == "eligible")
+    columns = [c for c in schema.names() if c != "user_id"]
+    kinds = {c: _kind(c, schema[c], categorical) for c in columns}
+    numeric = [_standardized_difference(audience, eligible, c) for c in _of(kinds, "numeric")]
+    shares = [_share_difference(audience, eligible, c) for c in _of(kinds, "categorical")]
+    return {
+        "numeric": _largest(numeric, "standardized_difference", top),
+        "categorical": _largest(shares, "difference", top),
+    }
+
+
+def _of(kinds: dict[str, str | None], kind: str) -> list[str]:
+    return [column for column, k in kinds.items() if k == kind]
+
+
+def _kind(column: str, dtype: pl.DataType, categorical: set[str]) -> str | None:
+    if column in categorical or dtype in (pl.String, pl.Boolean, pl.Categorical):
+        return "categorical"
+    return "numeric" if dtype.is_numeric() else None
+
+
+def _standardized_difference(
+    audience: pl.DataFrame, eligible: pl.DataFrame, column: str
+) -> dict[str, Any] | None:
+    def moments(frame: pl.DataFrame) -> tuple[Any, Any]:
+        values = frame.get_column(column).cast(pl.Float64).fill_nan(None)
+        return values.mean(), values.var()
+
+    (mean_a, var_a), (mean_e, var_e) = moments(audience), moments(eligible)
+    if None in (mean_a, var_a, mean_e, var_e) or var_a + var_e <= 0:
+        return None
+    return {
+        "feature": column,
+        "audience_mean": mean_a,
+        "eligible_mean": mean_e,
+        "standardized_difference": float((mean_a - mean_e) / np.sqrt((var_a + var_e) / 2)),
+    }
+
+
+def _share_difference(
+    audience: pl.DataFrame, eligible: pl.DataFrame, column: str
+) -> dict[str, Any] | None:
+    def shares(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        values = pl.col(column).cast(pl.String).fill_null(MISSING_VALUE).alias("value")
+        counts = frame.select(values).group_by("value").len()
+        return counts.with_columns((pl.col("len") / frame.height).alias(name)).drop("len")
+
+    if audience.height == 0 or eligible.height == 0:
+        return None
+    joined = (
+        shares(audience, "audience_share")
+        .join(shares(eligible, "eligible_share"), on="value", how="full", coalesce=True)
+        .fill_null(0.0)
+        .with_columns((pl.col("audience_share") - pl.col("eligible_share")).alias("difference"))
+        .sort([pl.col("difference").abs(), pl.col("value")], descending=[True, False])
+    )
+    return {"feature": column, **joined.row(0, named=True)}
+
+
+def _largest(rows: list[dict[str, Any] | None], key: str, top: int) -> list[dict[str, Any]]:
+    present = [r for r in rows if r is not None]
+    return sorted(present, key=lambda r: -abs(r[key]))[:top]
+
+
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """``<stem>.report.json`` and ``<stem>.report.md`` beside ``out``, each written atomically."""
+    json_path, md_path = report_paths(out)
+    write_json(json_path, report)
+    with atomic_write(md_path) as tmp:
+        tmp.write_text(render_markdown(report))
+    return json_path, md_path
+
+
+def report_paths(out: Path) -> tuple[Path, Path]:
+    """Where :func:`write_report` puts the JSON and Markdown reports of the audience ``out``."""
+    return out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.md")
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown for people."""
+    audience, metadata = report["audience"], report["metadata"]
+    lines = [
+        f"# Audience report: {Path(audience['path']).name}",
+        "",
+        f"{audience['size']} users ({audience['strategy']}) out of {audience['eligible_users']} "
+        f"eligible; model build {metadata['model_build_id']}, created {metadata['created_at']}.",
+        "",
+        "## Seeds",
+        "",
+        _seeds_markdown(report["seeds"]),
+        "",
+        *(f"- warning: {w}" for w in report["warnings"]),
+        "",
+        "## Size per tier",
+        "",
+        _md_table(
+            ["tier", "users", "cumulative"],
+            [[t["tier"], t["users"], t["cumulative"]] for t in report["tiers"]],
+        ),
+        "",
+        "## Score distribution",
+        "",
+        _md_table(
+            ["quantile", "score"], [[q, f"{v:.4f}"] for q, v in report["score_quantiles"].items()]
+        ),
+        "",
+        "## Reach curve",
+        "",
+        _md_table(
+            ["size", "mean score", "mean nearest-seed similarity"],
+            [
+                [p["size"], f"{p['mean_score']:.4f}", f"{p['mean_nearest_seed_similarity']:.4f}"]
+                for p in report["reach_curve"]
+            ],
+        ),
+        "",
+        "## Why these people",
+        "",
+        *_features_markdown(report["features"]),
+        "",
+        "## Overlap with the previous export",
+        "",
+        *_overlap_markdown(report["overlap"]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _seeds_markdown(seeds: dict[str, Any]) -> str:
+    auc = seeds["distinctiveness_auc"]
+    return _md_table(
+        ["rows given", "matched", "unknown", "duplicates", "weighted", "distinctiveness AUC"],
+        [
+            [
+                seeds["rows_given"],
+                seeds["matched"],
+                seeds["unknown"],
+                seeds["duplicates"],
+                seeds["weighted"],
+                "n/a" if auc is None else f"{auc:.3f}",
+            ]
+        ],
+    )
+
+
+def _features_markdown(features: dict[str, Any] | None) -> list[str]:
+    if features is None:
+        return ["No feature table in this build."]
+    numeric = _md_table(
+        ["numeric feature", "audience mean", "eligible mean", "standardized difference"],
+        [
+            [
+                f["feature"],
+                f"{f['audience_mean']:.4g}",
+                f"{f['eligible_mean']:.4g}",
+                f"{f['standardized_difference']:+.3f}",
+            ]
+            for f in features["numeric"]
+        ],
+    )
+    categorical = _md_table(
+        ["categorical feature", "value", "audience share", "eligible share", "difference"],
+        [
+            [
+                f["feature"],
+                f["value"],
+                f"{f['audience_share']:.3f}",
+                f"{f['eligible_share']:.3f}",
+                f"{f['difference']:+.3f}",
+            ]
+            for f in features["categorical"]
+        ],
+    )
+    return [numeric, "", categorical]
+
+
+def _overlap_markdown(overlap: dict[str, Any] | None) -> list[str]:
+    if overlap is None:
+        return ["First export under this name."]
+    keys = ["previous_size", "current_size", "common", "added", "removed"]
+    return [
+        _md_table(
+            ["previous", "current", "common", "added", "removed", "Jaccard"],
+            [[overlap[k] for k in keys] + [f"{overlap['jaccard']:.3f}"]],
+        ),
+        "",
+        f"Previous export created {overlap['previous_created_at']}.",
+    ]
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,100 @@
+"""Embedding health: is the trained space spread out, or has it collapsed?
+
+A contrastive encoder can "succeed" on its loss while mapping everyone to a few directions. These
+statistics, computed on a sample of population embeddings after training, catch that before a
+useless model is shipped; they are stored in the model manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from lookalike.core.errors import TrainingError
+
+
+def uniformity(embeddings: np.ndarray, t: float = 2.0) -> float:
+    """``log E exp(-t ||x - y||^2)`` over distinct pairs of rows (Wang & Isola 2020).
+
+    Lower is more uniform on the sphere; a collapsed space gives 0.
+    """
+    x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+    return float(torch.pdist(x).square().mul(-t).exp().mean().log())
+
+
+def alignment(x: np.ndarray, y: np.ndarray, alpha: float = 2.0) -> float:
+    """``E ||x_i - y_i||^alpha`` over positive pairs (row i of ``x`` with row i of ``y``).
+
+    Wang & Isola 2020; lower means positives (same-type converters) are closer.
+    """
+    return float(np.mean(np.linalg.norm(x - y, axis=1) ** alpha))
+
+
+def effective_rank(embeddings: np.ndarray) -> float:
+    """``exp`` of the entropy of the normalized singular values (Roy & Vetterli 2007).
+
+    Between 1 (all rows on one line) and ``min(n, d)`` (all singular values equal).
+    """
+    singular = np.linalg.svd(np.asarray(embeddings, dtype=np.float64), compute_uv=False)
+    p = singular[singular > 0] / singular.sum()
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def mean_pairwise_cosine(embeddings: np.ndarray) -> float:
+    """Mean cosine similarity over distinct pairs of L2-normalized rows."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    n = len(x)
+    total = np.square(x.sum(axis=0)).sum() - np.square(x).sum()
+    return float(total / (n * (n - 1)))
+
+
+@dataclass(frozen=True)
+class EmbeddingHealth:
+    """Health statistics of an embedding sample."""
+
+    n: int
+    uniformity: float
+    alignment: float | None
+    effective_rank: float
+    mean_pairwise_cosine: float
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def embedding_health(
+    sample: np.ndarray, positive_pairs: tuple[np.ndarray, np.ndarray] | None = None
+) -> EmbeddingHealth:
+    """Health of ``sample`` (L2-normalized rows); alignment when positive pairs are given."""
+    return EmbeddingHealth(
+        n=len(sample),
+        uniformity=uniformity(sample),
+        alignment=alignment(*positive_pairs) if positive_pairs and len(positive_pairs[0]) else None,
+        effective_rank=effective_rank(sample),
+        mean_pairwise_cosine=mean_pairwise_cosine(sample),
+    )
+
+
+def check_not_collapsed(
+    health: EmbeddingHealth, min_effective_rank: float, max_mean_cosine: float
+) -> None:
+    """Raise :class:`TrainingError` when the embeddings have collapsed."""
+    problems = []
+    if health.effective_rank < min_effective_rank:
+        problems.append(
+            f"effective rank {health.effective_rank:.2f} is below {min_effective_rank:.2f}"
+        )
+    if health.mean_pairwise_cosine > max_mean_cosine:
+        problems.append(
+            f"mean pairwise cosine {health.mean_pairwise_cosine:.3f} is above {max_mean_cosine:.3f}"
+        )
+    if problems:
+        raise TrainingError(
+            "the trained embeddings have collapsed ("
+            + "; ".join(problems)
+            + f", on {health.n} users): the model cannot tell users apart. Check that the"
+            " features vary across users and that there are converters of each type; then try"
+            " a higher train.temperature, a lower train.learning_rate or more converters."
+        )
