@@ -74,6 +74,28 @@ PHONES = [
     ("020 7031 3000", "44", "442070313000"),
     ("(650) 555/1212", "1", "16505551212"),
     ("+49 30 1234567", "1", "49301234567"),  # an international number ignores the default
+    # Italy keeps the leading 0 of its fixed-line numbers after the country code
+    ("06 1234 5678", "39", "390612345678"),
+    ("02 1234 5678", "39", "390212345678"),
+    ("312 345 6789", "39", "393123456789"),  # mobile: no leading 0 to keep
+    ("+39 06 1234 5678", None, "390612345678"),
+    ("0039 06 1234 5678", "1", "390612345678"),
+    ("+39 (0)6 1234 5678", None, "390612345678"),  # "(0)" here is part of the number
+    # US: national numbers with and without the trunk 1
+    ("(212) 555-0100", "1", "12125550100"),
+    ("1 212 555 0100", "1", "12125550100"),
+    ("(416) 555-0100", "1", "14165550100"),  # Canada shares +1
+    # UK: trunk 0 dropped
+    ("07911 123456", "44", "447911123456"),
+    ("+44 7911 123456", None, "447911123456"),
+    # Germany: trunk 0 dropped
+    ("030 1234567", "49", "49301234567"),
+    ("0151 23456789", "49", "4915123456789"),
+    ("+49 (0)89 1234567", None, "49891234567"),
+    # France: trunk 0 dropped
+    ("01 23 45 67 89", "33", "33123456789"),
+    ("06.12.34.56.78", "33", "33612345678"),
+    ("+33 (0)6 12 34 56 78", None, "33612345678"),
 ]
 
 
@@ -95,8 +117,15 @@ def test_already_hashed_values_pass_through_lowercased_not_hashed_again(kind: st
 
 INVALID_EMAILS = [None, "", "   ", "no-at-sign.com", "two@@example.com", "a@gmail.com@x.org", "user@localhost",
                   "@example.com", "first last@example.com", "abc" * 22]  # last: 66 chars, not hex-64
-INVALID_PHONES = [None, "", " ", "call me", "555-1234 ext 9", "12345", "0123456789", "+0 650 555 1212",
-                  "+1234567890123456", "+", "00"]
+INVALID_PHONES = [
+    None, "", " ", "call me", "555-1234 ext 9", "12345", "0123456789", "+0 650 555 1212", "+1234567890123456",
+    "+", "00",
+    "+1 123 456 7890",  # no NANP area code starts with 1
+    "+1 650 555 1212 #9",  # an extension
+    "1-800-FLOWERS",  # letters
+    "+44 20 7031",  # too short for the UK
+    "+33 1 23 45 67 89 0",  # too long for France
+]
 
 
 @pytest.mark.parametrize("platform", ["meta", "google"])
@@ -127,23 +156,42 @@ def test_rejects_unknown_platform_kind_and_country_code() -> None:
         hash_identifiers(values, "name", platform="meta")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="country_code"):
         hash_identifiers(values, "phone", platform="meta", default_country_code="+1")
+    with pytest.raises(ValueError, match="calling code"):
+        hash_identifiers(values, "phone", platform="meta", default_country_code="999")
 
 
-def test_matches_a_per_value_reference_on_mixed_input() -> None:
-    """The vectorized path against a plain per-value implementation of the documented rules."""
-    raw = [e[0] for e in EMAILS] + [None, "", "x@y", sha("a").upper()] * 3
-    reference = [_reference_meta_email(v) for v in raw]
-    assert hash_identifiers(pl.Series(raw, dtype=pl.String), "email", platform="meta").hashes.to_list() == reference
+def test_each_distinct_phone_is_normalized_in_place() -> None:
+    values = pl.Series("phone", ["06 1234 5678", None, "bad", "06 1234 5678", "+1 650 555 1212", "bad"])
+    normalized = normalize_identifiers(values, "phone", platform="google", default_country_code="39")
+    assert normalized.to_list() == ["+390612345678", None, None, "+390612345678", "+16505551212", None]
+    assert normalized.name == "phone"
 
 
-def _reference_meta_email(value: str | None) -> str | None:
-    import re
-    import unicodedata
+# (raw, expected Meta digest, expected Google digest) in one mixed column: valid, invalid, null and
+# already-hashed values, each with its hand-normalized form or known digest.
+SHA256_OF_A = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"  # sha256(b"a")
+MIXED_EMAILS = [
+    ("Jane.Doe+News@GMAIL.com", sha("jane.doe+news@gmail.com"), sha("janedoe@gmail.com")),
+    (None, None, None),
+    ("x@y", None, None),  # no dot in the domain
+    ("", None, None),
+    (SHA256_OF_A.upper(), SHA256_OF_A, SHA256_OF_A),
+    ("  a.b.c@GoogleMail.com ", sha("a.b.c@googlemail.com"), sha("abc@googlemail.com")),
+    ("first.last+x@Example.co.uk", sha("first.last+x@example.co.uk"), sha("first.last+x@example.co.uk")),
+    ("no-at-sign.com", None, None),
+    ("two@@example.com", None, None),
+    ("first last@example.com", None, None),
+    ("  ÜBER@Exämple.DE", sha("über@exämple.de"), sha("über@exämple.de")),
+    ("John_Smith@gmail.com", META_EMAIL_VECTOR[1], sha("john_smith@gmail.com")),
+    (SHA256_OF_A[:63], None, None),  # 63 hex characters: neither a digest nor an email
+]
 
-    if value is None:
-        return None
-    text = value.strip()
-    if re.fullmatch(r"[0-9a-fA-F]{64}", text):
-        return text.lower()
-    email = unicodedata.normalize("NFC", text).lower()
-    return sha(email) if re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email) else None
+
+@pytest.mark.parametrize("platform", ["meta", "google"])
+def test_mixed_email_column_gives_each_value_its_known_answer(platform: str) -> None:
+    raw = pl.Series("email", [row[0] for row in MIXED_EMAILS], dtype=pl.String)
+    expected = [row[1] if platform == "meta" else row[2] for row in MIXED_EMAILS]
+    result = hash_identifiers(raw, "email", platform=platform)
+    assert result.hashes.to_list() == expected
+    assert result.invalid == sum(e is None for e in expected)
+    assert result.prehashed == 1

@@ -16,16 +16,20 @@ first so a decomposed ``é`` hashes like the composed one every other system sto
   dots and tags (they may be significant there).
 - ``platform="meta"`` does no provider-specific rewriting (Meta documents none).
 
-Phones: international numbers only. Spaces, dashes, dots, slashes and parentheses are removed, as
-is a ``(0)`` trunk prefix (``+44 (0)20 7031 3000``); a leading ``+`` or ``00`` marks the country
-code. A number with neither is taken to start with its
-country code already (``16505551212``), unless ``default_country_code`` is given, in which case it
-is a national number: its trunk ``0`` is dropped and the country code put in front. A national
-number (leading ``0``) without ``default_country_code`` is invalid, as is anything with letters or
-outside E.164's 7-15 digits. Output per platform:
+Phones: parsed and validated with ``phonenumbers`` (Google's libphonenumber metadata). Spaces,
+dashes, dots, slashes and parentheses are ignored; a leading ``+`` or ``00`` marks the country code,
+and a ``(0)`` trunk prefix after it is dropped where the country's numbering plan drops it
+(``+44 (0)20 7031 3000``) and kept where the zero is part of the number (Italy's ``+39 06 ...``). A
+number with neither is taken to start with its country code already (``16505551212``), unless
+``default_country_code`` is given, in which case it is a national number of that country, dialled as
+written there: ``06 1234 5678`` with ``"39"`` is ``+390612345678`` (Italy keeps its leading zero),
+``020 7031 3000`` with ``"44"`` is ``+442070313000`` (the UK's trunk ``0`` goes). A national number
+(leading ``0``) without ``default_country_code`` is invalid, as is anything with letters or an
+extension and any number the country's numbering plan does not allow. Output per platform:
 
 - ``google``: E.164 with the ``+`` (``+16505551212``), as Google Customer Match asks.
-- ``meta``: digits only, no ``+`` (``16505551212``), as Meta asks.
+- ``meta``: the E.164 digits without the ``+`` (``16505551212``, ``390612345678``): country code
+  first, no ``00``/``+`` prefix, as Meta asks.
 
 The platform is a required argument because the two phone formats hash differently: a silent
 default would produce hashes that match nothing on the other platform.
@@ -46,9 +50,11 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Literal
 
+import phonenumbers
 import polars as pl
 
 Kind = Literal["email", "phone"]
@@ -58,9 +64,8 @@ SHA256_HEX = r"^[0-9a-fA-F]{64}$"
 # One "@", a non-empty local part, a dotted domain, no whitespace anywhere.
 EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 GMAIL = r"^([^@]+)@(gmail\.com|googlemail\.com)$"
-PHONE_SEPARATORS = r"[\s\-().\/]"
-TRUNK_ZERO_IN_INTERNATIONAL = r"\(0\)"  # "+44 (0)20 ...": the national trunk 0, not dialled
-E164_DIGITS = r"^[1-9][0-9]{6,14}$"
+PHONE_SEPARATORS = re.compile(r"[\s\-().\/]")
+DIALLED = re.compile(r"\+?[0-9]+")  # after the separators: digits, at most a leading "+"
 
 
 @dataclass(frozen=True)
@@ -121,25 +126,54 @@ def normalize_emails(text: pl.Series, platform: Platform) -> pl.Series:
 
 
 def normalize_phones(text: pl.Series, platform: Platform, default_country_code: str | None) -> pl.Series:
-    """E.164 digits with ``+`` (Google) or without (Meta); null where not a valid number."""
-    if default_country_code is not None and not default_country_code.isdigit():
-        raise ValueError(f"default_country_code must be digits such as '1' or '44', not {default_country_code!r}")
-    compact = pl.DataFrame(
-        {"phone": text.str.replace_all(TRUNK_ZERO_IN_INTERNATIONAL, "").str.replace_all(PHONE_SEPARATORS, "")}
-    )
-    phone = pl.col("phone")
-    digits = (
-        pl.when(phone.str.starts_with("+")).then(phone.str.strip_prefix("+"))
-        .when(phone.str.starts_with("00")).then(phone.str.strip_prefix("00"))
-    )
+    """E.164 with ``+`` (Google) or its digits without (Meta); null where not a valid number.
+
+    Each distinct value is parsed once (``phonenumbers`` works per value, in Python).
+    """
+    region = default_region(default_country_code)
+    distinct = text.drop_nulls().unique().to_list()
+    e164 = [phone_e164(value, region) for value in distinct]
+    if platform == "meta":
+        e164 = [None if number is None else number.removeprefix("+") for number in e164]
+    return text.replace_strict(distinct, e164, default=None, return_dtype=pl.String).alias(text.name)
+
+
+def default_region(default_country_code: str | None) -> str | None:
+    """The main region (``"IT"`` for ``"39"``) whose national numbers ``default_country_code`` reads."""
     if default_country_code is None:
-        digits = digits.when(~phone.str.starts_with("0")).then(phone)
-    else:
-        digits = digits.otherwise(default_country_code + phone.str.strip_prefix("0"))
-    digits = compact.select(digits.alias("digits"))
-    e164 = ("+" + pl.col("digits")) if platform == "google" else pl.col("digits")
-    valid = pl.col("digits").str.contains(E164_DIGITS)
-    return digits.select(pl.when(valid).then(e164)).to_series().alias(text.name)
+        return None
+    if not default_country_code.isdigit():
+        raise ValueError(f"default_country_code must be digits such as '1' or '44', not {default_country_code!r}")
+    region = phonenumbers.region_code_for_country_code(int(default_country_code))
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"default_country_code {default_country_code!r} is not a country's calling code")
+    return region
+
+
+def phone_e164(value: str, region: str | None) -> str | None:
+    """``value`` in E.164 (``+390612345678``), national numbers read in ``region``; None if invalid.
+
+    >>> phone_e164("06 1234 5678", "IT"), phone_e164("+44 (0)20 7031 3000", None)
+    ('+390612345678', '+442070313000')
+    >>> phone_e164("020 7031 3000", None) is None  # national, and no region to read it in
+    True
+    """
+    dialled = PHONE_SEPARATORS.sub("", value)
+    if not DIALLED.fullmatch(dialled):
+        return None
+    if dialled.startswith("00"):
+        dialled = "+" + dialled.removeprefix("00")
+    elif not dialled.startswith("+") and region is None:
+        if dialled.startswith("0"):
+            return None
+        dialled = "+" + dialled
+    try:
+        number = phonenumbers.parse(dialled, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def unicode_nfc(text: pl.Series) -> pl.Series:
