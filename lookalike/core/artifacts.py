@@ -92,13 +92,10 @@ def read_json(path: str | Path) -> Any:
         raise ArtifactError(f"{path} is not valid JSON ({exc}); the file is corrupted") from exc
 
 
-def sha256_file(path: str | Path, chunk_size: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, streamed by :func:`hashlib.file_digest`."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def verify_checksum(path: str | Path, expected: str) -> None:
