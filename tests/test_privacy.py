@@ -37,6 +37,16 @@ def test_spearman_matches_scipy() -> None:
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
 
 
+def test_spearman_hand_computed_with_ties_and_undefined_cases() -> None:
+    # Ranks x = 1..5, y = [1, 2, 3.5, 5, 3.5]: covariance sum 8, squares 10 and 9.5 -> 8 / sqrt(95).
+    x, y = np.array([1.0, 2.0, 3.0, 4.0, 5.0]), np.array([5.0, 6.0, 7.0, 8.0, 7.0])
+    assert spearman(x, y) == pytest.approx(8 / np.sqrt(95), abs=1e-12)
+    assert spearman(x, -(x**3)) == pytest.approx(-1.0)
+    assert spearman(x, np.full(5, 2.0)) == 0.0  # constant: undefined, reported as no association
+    assert spearman(np.array([1.0]), np.array([2.0])) == 0.0
+    assert spearman(np.array([]), np.array([])) == 0.0
+
+
 def test_cramers_v_corrected_hand_computed() -> None:
     # Table [[3, 1], [1, 3]], n = 8: chi2 = 2, phi2 = 1/4, corrected phi2 = 1/4 - 1/7 = 3/28,
     # corrected r = k = 2 - 1/7 = 13/7, so V^2 = (3/28) / (6/7) = 1/8.
@@ -61,6 +71,17 @@ def test_correlation_ratio_hand_computed() -> None:
     values = np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
     groups = np.array([7, 7, 7, 9, 9, 9])
     assert correlation_ratio(values, groups) == pytest.approx(np.sqrt(5 / 7))
+
+
+def test_correlation_ratio_matches_kruskal_wallis_epsilon_from_scipy() -> None:
+    """Adjusted eta^2 of the ranks equals (H - k + 1) / (n - k) with scipy's tie-corrected H."""
+    rng = np.random.default_rng(2)
+    groups = rng.integers(0, 12, 500) * 3  # sparse codes
+    values = np.round(groups / 10 + rng.normal(size=500), 0)  # many ties
+    samples = [values[groups == g] for g in np.unique(groups)]
+    h, n, k = stats.kruskal(*samples).statistic, len(values), len(samples)
+    assert correlation_ratio(values, groups) == pytest.approx(np.sqrt((h - k + 1) / (n - k)), abs=1e-12)
+    assert correlation_ratio(np.full(500, 3.0), groups) == 0.0
 
 
 # ---- proxy warnings -------------------------------------------------------------------------
