@@ -176,3 +176,20 @@ def test_build_command_builds_valid_data_end_to_end(prefect_harness: None, tmp_p
     builds = list((tmp_path / "w" / "builds").glob("*/manifest.json"))
     assert len(builds) == 1
     assert (builds[0].parent / "index" / "index.json").is_file()
+
+
+def test_build_command_reports_an_unknown_config_key_as_a_one_line_error(
+    prefect_harness: None, tmp_path: Path
+) -> None:
+    """A typo in the config is the user's to fix: a plain ``error:`` line, not an "unexpected" bug."""
+    conversions = _write(tmp_path / "c.csv", pl.DataFrame({"user_id": [1]}))
+    events = _write(tmp_path / "e.parquet", pl.DataFrame(GOOD_EVENTS))
+    config = tmp_path / "bad.yaml"
+    config.write_text("train:\n  epochz: 3\n")
+    result = CliRunner().invoke(app, ["build", "--workdir", str(tmp_path / "w"), "--events", events,
+                                      "--conversions", conversions, "--config", str(config)])
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: config file ") and "train.epochz" in last
+    assert "unexpected" not in last and "Traceback" not in result.output
+    assert not list((tmp_path / "w").rglob("*.parquet"))

@@ -25,6 +25,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lookalike.core.errors import ConfigError
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -345,10 +347,6 @@ class LookalikeConfig(_Section):
         """Stable hash of every setting that can change a build's output."""
         payload = self.model_dump(mode="json", exclude={"schedule", "audience", "evaluate", "privacy"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be read or does not match :class:`LookalikeConfig`."""
 
 
 def load_config(path: str | Path | None = None) -> LookalikeConfig:

@@ -43,6 +43,10 @@ class InputError(LookalikeError):
         super().__init__(" ".join(parts).replace(" ;", ";"))
 
 
+class ConfigError(LookalikeError):
+    """A config file that cannot be read or does not match ``LookalikeConfig`` (unknown key, bad value)."""
+
+
 class ArtifactError(LookalikeError):
     """A saved artifact is missing, tampered with, or belongs to another build."""
 
