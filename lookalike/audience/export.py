@@ -55,23 +55,11 @@ from lookalike.core.artifacts import (
     sweep_temp_files_of,
     verify_checksum,
 )
-from lookalike.audience.expansion import (
-    FEATURE_STRATEGIES,
-    ExactSearch,
-    Expansion,
-    ExpansionProblem,
-    IdMatch,
-    NeighbourSearch,
-    Seeds,
-    assign_tiers,
-    candidate_mask,
-    expand_seeds,
-    load_seed_vectors,
-    match_ids,
-    nearest_seeds,
-    resolve_size,
-    validate_seeds,
-)
+from lookalike.audience.strategies import FEATURE_STRATEGIES, expand_seeds
+from lookalike.search.neighbours import ExactSearch, NeighbourSearch
+from lookalike.audience.strategies.base import Expansion, ExpansionProblem
+from lookalike.audience.seeds import IdMatch, Seeds, load_seed_vectors, match_ids, validate_seeds
+from lookalike.audience.selection import assign_tiers, candidate_mask, nearest_seeds, resolve_size
 from lookalike.audience.report import (
     feature_differences,
     reach_curve,
@@ -170,7 +158,7 @@ def export_audience(
         out: the audience Parquet file; the reports go beside it.
         size, fraction: exactly one: a user count, or a fraction of the eligible users.
         exclude, eligible: user lists (Parquet or CSV with ``user_id``): hard rules.
-        strategy: a name in :data:`lookalike.audience.expansion.STRATEGIES`; default ``config.audience.strategy``.
+        strategy: a name in :data:`lookalike.audience.strategies.STRATEGIES`; default ``config.audience.strategy``.
         min_score: drop users scoring below it (the audience may then be smaller than asked).
         name: the audience's name for the overlap report; default the stem of ``out``.
         exclude_seeds: keep seeds out of the audience (default).
