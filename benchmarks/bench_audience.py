@@ -125,7 +125,7 @@ def write_seeds(folder: Path, labels: np.ndarray, count: int) -> Path:
 
 def run_child(spec_path: Path) -> None:
     """One export in this process; prints wall time, peak RSS and stage timings as JSON."""
-    from lookalike.audience.expansion import ExactSearch
+    from lookalike.search.neighbours import ExactSearch
     from lookalike.audience.export import export_audience
 
     spec = json.loads(spec_path.read_text())

@@ -18,7 +18,7 @@ import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from lookalike.audience.expansion import normalize_rows
+from lookalike.audience.strategies.base import normalize_rows
 from lookalike.core.config import LookalikeConfig
 from lookalike.evaluation.evaluate import (
     Population,

@@ -8,12 +8,15 @@ same build id, and a complete build with that id is reused instead of recomputed
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +27,24 @@ from lookalike.core.artifacts import (
     read_json,
     sha256_file,
     sweep_stale_temp_files,
-    verify_checksum,
     write_json,
 )
 from lookalike.core.config import LookalikeConfig
 from lookalike.core.errors import ArtifactError, InputError
-from lookalike.data.features import compute_features, parse_as_of
+from lookalike.data.features import compute_features, population_ids, resolve_as_of
 from lookalike.data.ingest import (
     Table,
     align_id_dtype,
     load_conversions,
     load_events,
     load_profiles,
-    resolve_files,
 )
+from lookalike.data.files import resolve_files
 from lookalike.privacy.proxies import proxy_warnings, read_denied_columns
 from lookalike.data.schema import USER_ID
 from lookalike.data.spec import FeatureSpec
 from lookalike.privacy.suppression import drop_listed, suppressed_ids
-from lookalike.core.progress import Progress
+from lookalike.core.progress import Progress, eta
 from lookalike.core.workdir import BuildPaths, Workdir, file_checksums, verify_build
 
 PACKAGE_VERSION = version("lookalike")
@@ -95,12 +97,11 @@ def build_id_for(request: BuildRequest, fingerprints: dict[str, Any]) -> str:
 def prepare_build(workdir: Workdir, request: BuildRequest) -> tuple[BuildPaths, dict[str, Any]]:
     """Fingerprint the inputs, name the build folder and sweep its stale temporary files.
 
-    Only this build's folder is swept: another build or an export running in the same workdir
+    Nothing is created: the first step to write makes the folder. Only this build's folder is swept: another build or an export running in the same workdir
     keeps its temporary files.
     """
     fingerprints = fingerprint_inputs(request)
     build = workdir.build(build_id_for(request, fingerprints))
-    build.root.mkdir(parents=True, exist_ok=True)
     sweep_stale_temp_files(build.root)
     return build, fingerprints
 
@@ -120,13 +121,26 @@ def reusable(build: BuildPaths) -> bool:
     return True
 
 
-def step_features(build: BuildPaths, request: BuildRequest,
-                  progress: Progress = print) -> dict[str, Any]:
-    """Validate the inputs, write the feature table, its spec and the population's conversions.
+@dataclass(frozen=True)
+class ValidInputs:
+    """The input tables after every check a build makes before writing anything."""
 
-    Users on ``privacy.suppression_list`` are dropped from every input table first, so no later
-    step sees them. Proxy warnings (allowed features standing in for ``ingest.deny_columns``) go
-    into the report and through ``progress``.
+    events: Table | None
+    profiles: Table | None
+    conversions: Table
+    population_conversions: pl.DataFrame  # conversions of population users, sorted, no duplicates
+    conversion_report: dict[str, Any]
+    as_of: datetime | None
+    suppressed: pl.Series | None
+
+
+def validate_inputs(request: BuildRequest) -> ValidInputs:
+    """Read and check every input table completely; nothing is written.
+
+    Users on ``privacy.suppression_list`` are dropped from every table first. Besides each table's
+    own contract, the conversions must belong to the population (the feature table's users,
+    :func:`~lookalike.data.features.population_ids`), so a build whose conversions match nobody
+    stops here rather than after writing its features.
     """
     cfg = request.config
     separator = cfg.ingest.csv_separator
@@ -138,18 +152,35 @@ def step_features(build: BuildPaths, request: BuildRequest,
                                                   csv_separator=separator)
                         if request.profiles else None)
     conversions = load_conversions(request.conversions, csv_separator=separator)
-    result = compute_features(events, profiles, build.features, build.spec,
-                              as_of=parse_as_of(request.as_of), config=cfg)
-    conversion_report = write_population_conversions(
-        drop_listed(conversions.frame, suppressed), request.conversions, build.features,
-        build.conversions)
+    as_of = resolve_as_of(events, request.as_of)
+    known, report = population_conversions(drop_listed(conversions.frame, suppressed),
+                                           request.conversions,
+                                           population_ids(events, profiles, as_of))
+    return ValidInputs(events, profiles, conversions, known, report, as_of, suppressed)
+
+
+def step_features(build: BuildPaths, request: BuildRequest,
+                  progress: Progress = print) -> dict[str, Any]:
+    """Validate the inputs (:func:`validate_inputs`), then write the feature table, its spec and
+    the population's conversions.
+
+    Proxy warnings (allowed features standing in for ``ingest.deny_columns``) go into the report
+    and through ``progress``.
+    """
+    cfg = request.config
+    inputs = validate_inputs(request)
+    result = compute_features(inputs.events, inputs.profiles, build.features, build.spec,
+                              as_of=inputs.as_of, config=cfg)
+    with atomic_write(build.conversions) as tmp:
+        inputs.population_conversions.write_parquet(tmp)
     warnings = build_proxy_warnings(build, request)
     for warning in warnings:
         progress(f"warning: {warning}")
+    events, profiles, suppressed = inputs.events, inputs.profiles, inputs.suppressed
     reports = {
         "events": asdict(events.report) if events else None,
         "profiles": asdict(profiles.report) if profiles else None,
-        "conversions": {**asdict(conversions.report), **conversion_report},
+        "conversions": {**asdict(inputs.conversions.report), **inputs.conversion_report},
         "features": {"n_users": result.n_users, "n_numeric": result.n_numeric,
                      "n_categorical": result.n_categorical, "as_of": str(result.as_of),
                      "notes": result.notes},
@@ -157,6 +188,8 @@ def step_features(build: BuildPaths, request: BuildRequest,
                     "denied_columns": cfg.ingest.deny_columns, "proxy_warnings": warnings},
     }
     write_json(build.root / "ingest_report.json", reports)
+    progress(f"features: {result.n_users:,} users, {result.n_numeric} numeric and "
+             f"{result.n_categorical} categorical features")
     return reports
 
 
@@ -182,22 +215,25 @@ def build_proxy_warnings(build: BuildPaths, request: BuildRequest) -> list[str]:
     return [str(w) for w in found]
 
 
-def write_population_conversions(conversions: pl.LazyFrame, path: str, features_path: Path,
-                                 out: Path) -> dict[str, Any]:
-    """Keep conversions of population users; count (never silently drop) the others."""
-    population = pl.scan_parquet(features_path).select(USER_ID)
+def population_conversions(conversions: pl.LazyFrame, path: str,
+                           population: pl.LazyFrame) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Conversions of ``population`` users (sorted, duplicates dropped) and counts of the others.
+
+    Conversions outside the population are counted, never silently dropped; none inside is an
+    :class:`InputError`.
+    """
     dtype = population.collect_schema()[USER_ID]
     conversions = align_id_dtype(conversions, dtype, path).unique()
-    known = conversions.join(population, on=USER_ID, how="semi").collect()
+    known = conversions.join(population, on=USER_ID, how="semi").collect(engine="streaming")
     total = conversions.select(pl.len()).collect().item()
     if known.height == 0:
         raise InputError(path, f"none of the {total} conversions belong to a population user",
                          column=USER_ID, fix="check that conversions use the same user ids as the "
                          "events/profiles tables")
-    with atomic_write(out) as tmp:
-        known.sort([USER_ID, "conversion_type"]).write_parquet(tmp)
     per_type = dict(known.group_by("conversion_type").len().sort("conversion_type").iter_rows())
-    return {"conversions_outside_population": total - known.height, "converters_per_type": per_type}
+    report = {"conversions_outside_population": total - known.height,
+              "converters_per_type": per_type}
+    return known.sort([USER_ID, "conversion_type"]), report
 
 
 def step_train(build: BuildPaths, request: BuildRequest, progress: Progress = print) -> dict[str, Any]:
@@ -239,15 +275,25 @@ def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int,
     return asdict(info)
 
 
-def step_index_manifest(build: BuildPaths, request: BuildRequest,
-                        shards: list[dict[str, Any]]) -> dict[str, Any]:
+def step_index_manifest(build: BuildPaths, request: BuildRequest, shards: list[dict[str, Any]],
+                        progress: Progress = print) -> dict[str, Any]:
     """Measure recall against exact search and write the index manifest (fails below the floor)."""
     from lookalike.search.index import ShardInfo, write_index_manifest
 
     manifest = write_index_manifest(build.index_dir, [ShardInfo(**s) for s in shards],
                                     request.config.index, build.model_build_id(), build.embeddings)
+    progress(f"index: {manifest.element_count:,} users, recall@10 {manifest.recall_at_10:.3f}, "
+             f"recall@100 {manifest.recall_at_100:.3f}")
     return {"recall_at_10": manifest.recall_at_10, "recall_at_100": manifest.recall_at_100,
             "count": manifest.element_count, "shards": len(shards)}
+
+
+def shard_line(done: list[dict[str, Any]], n_shards: int, seconds: float) -> str:
+    """Progress after the shards ``done`` in ``seconds``: users so far and, while shards remain,
+    an ETA at the pace of those built."""
+    users = sum(s["count"] for s in done)
+    return (f"index: shard {len(done)}/{n_shards} built, {users:,} users in {seconds:.1f}s"
+            f"{eta(len(done), n_shards, seconds)}")
 
 
 def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,
@@ -285,11 +331,31 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
         progress(f"inputs and config unchanged: reusing build {build.build_id}")
         workdir.set_current(build.build_id)
         return build
-    steps: dict[str, Any] = {"features": step_features(build, request, progress)}
-    steps["train"] = step_train(build, request, progress)
-    steps["embed"] = step_embed(build, progress)
-    n_shards = index_shard_count(build, request)
-    shards = [step_index_shard(build, request, s, n_shards) for s in range(n_shards)]
-    steps["index"] = step_index_manifest(build, request, shards)
-    finalize_build(workdir, build, request, fingerprints, steps)
+    with discard_on_failure(build):
+        steps: dict[str, Any] = {"features": step_features(build, request, progress)}
+        steps["train"] = step_train(build, request, progress)
+        steps["embed"] = step_embed(build, progress)
+        n_shards = index_shard_count(build, request)
+        shards: list[dict[str, Any]] = []
+        started = time.monotonic()
+        for shard in range(n_shards):
+            shards.append(step_index_shard(build, request, shard, n_shards))
+            progress(shard_line(shards, n_shards, time.monotonic() - started))
+        steps["index"] = step_index_manifest(build, request, shards, progress)
+        finalize_build(workdir, build, request, fingerprints, steps)
     return build
+
+
+@contextlib.contextmanager
+def discard_on_failure(build: BuildPaths) -> Iterator[None]:
+    """Remove the build's folder when the block raises and the build has no manifest.
+
+    A failed build leaves nothing behind; an interrupted one (SIGKILL, Ctrl-C: not an
+    ``Exception``) keeps its folder, so a restart resumes training from its last checkpoint.
+    """
+    try:
+        yield
+    except Exception:
+        if not build.is_complete():
+            shutil.rmtree(build.root, ignore_errors=True)
+        raise

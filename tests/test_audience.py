@@ -12,29 +12,17 @@ from audience_fixtures import clustered_embeddings, population_ids
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import lookalike.audience.expansion as audience_module
-from lookalike.audience.expansion import (
-    STRATEGIES,
-    ExactSearch,
-    ExpansionProblem,
-    assign_tiers,
-    candidate_mask,
-    contrast_log_odds,
-    default_cluster_count,
-    expand_seeds,
-    fit_seed_centres,
-    kernel_log_sums,
-    load_seed_vectors,
-    match_ids,
-    mean_top_m,
-    nearest_seeds,
-    random_halves,
-    resolve_size,
-    seed_distinctiveness,
-    subsample_halves,
-    top_ranked,
-    validate_seeds,
-)
+import lookalike.audience.selection as selection_module
+from lookalike.audience.strategies import STRATEGIES, expand_seeds
+from lookalike.search.neighbours import ExactSearch
+from lookalike.audience.strategies.base import ExpansionProblem
+from lookalike.audience.selection import assign_tiers, candidate_mask, nearest_seeds, resolve_size, top_ranked
+from lookalike.audience.strategies.contrast import contrast_log_odds
+from lookalike.audience.strategies.clusters import default_cluster_count, fit_seed_centres
+from lookalike.audience.strategies.density import kernel_log_sums
+from lookalike.audience.seeds import load_seed_vectors, match_ids, seed_distinctiveness, validate_seeds
+from lookalike.audience.strategies.knn import mean_top_m
+from lookalike.audience.crossfit import random_halves, subsample_halves
 from lookalike.core.config import AudienceConfig
 from lookalike.core.errors import AudienceError
 from lookalike.audience.propensity import ArrayFeatures, boosted_log_odds
@@ -539,8 +527,8 @@ def test_nearest_seeds_match_argmax(embeddings):
 
 
 def test_nearest_seeds_across_tiles_match_argmax(embeddings, monkeypatch):
-    monkeypatch.setattr(audience_module, "_TILE_ROWS", 7)
-    monkeypatch.setattr(audience_module, "_TILE_SEEDS", 5)
+    monkeypatch.setattr(selection_module, "_TILE_ROWS", 7)
+    monkeypatch.setattr(selection_module, "_TILE_SEEDS", 5)
     seed_vectors = embeddings[np.r_[np.arange(0, 600, 29), 29]]  # the last duplicates seed 1
     rows = np.arange(3, 600, 11)
     best, sims = nearest_seeds(embeddings, rows, seed_vectors)

@@ -19,7 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 from audience_fixtures import clustered_embeddings, population_ids, write_build, write_ids
 
-from lookalike.audience.expansion import ExactSearch, ExpansionProblem, band_size, expand_seeds
+from lookalike.search.neighbours import ExactSearch
+from lookalike.audience.strategies.base import ExpansionProblem
+from lookalike.audience.selection import band_size
+from lookalike.audience.strategies import expand_seeds
 from lookalike.core.config import AudienceConfig, IndexConfig, LookalikeConfig
 from lookalike.core.errors import ArtifactError, AudienceError, InputError
 from lookalike.audience.export import export_audience, read_audience_metadata
@@ -258,7 +261,7 @@ KILLED_WRITER = textwrap.dedent(
     import sys, time
     import numpy as np
     import pyarrow.parquet as pq
-    from lookalike.audience.expansion import ExactSearch
+    from lookalike.search.neighbours import ExactSearch
     from lookalike.core.config import AudienceConfig, IndexConfig, LookalikeConfig
     from lookalike.audience.export import export_audience
     from lookalike.core.workdir import BuildPaths

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from lookalike.audience.expansion import random_halves
+from lookalike.audience.crossfit import random_halves
 from lookalike.core.errors import ArtifactError
 from lookalike.audience.propensity import ArrayFeatures, ParquetFeatures, boosted_log_odds
 from lookalike.data.spec import model_inputs

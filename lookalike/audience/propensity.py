@@ -4,7 +4,7 @@ The two-tower embedding is a lossy 32-number summary of each user; what it adds 
 learned from every conversion type (it serves seed lists of kinds it never trained on). A
 gradient-boosted classifier of one list's seeds against a population sample, on the encoded
 features themselves, draws that list's own non-linear boundary there. The hybrid strategy
-(:func:`lookalike.audience.expansion.score_hybrid`) adds its log-odds to half of contrast's; on the synthetic
+(:func:`lookalike.audience.strategies.hybrid.score_hybrid`) adds its log-odds to half of contrast's; on the synthetic
 draws it ranks held-out converters above either alone (benchmarks/RESULTS.md, issue 7).
 
 Features come through :class:`FeatureRows`: :class:`ArrayFeatures` over a matrix in memory (the
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from lookalike.core.errors import ArtifactError
-from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode, model_inputs
+from lookalike.data.spec import FeatureSpec, encode, model_inputs
 
 BATCH_ROWS = 65_536
 PREDICT_CHUNK_ROWS = 4096

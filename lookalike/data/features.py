@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -66,6 +66,25 @@ def default_as_of(events: pl.LazyFrame) -> datetime:
     """The latest event time (events at exactly this instant are then excluded)."""
     latest = events.select(pl.col("event_time").max()).collect().item()
     return parse_as_of(latest)
+
+
+def resolve_as_of(events: Table | None, as_of: str | datetime | None) -> datetime | None:
+    """``as_of`` as an aware UTC datetime; with events and no ``as_of``, :func:`default_as_of`."""
+    as_of = parse_as_of(as_of)
+    if events is not None and as_of is None:
+        return default_as_of(events.frame)
+    return as_of
+
+
+def population_ids(events: Table | None, profiles: Table | None,
+                   as_of: datetime | None) -> pl.LazyFrame:
+    """The ``user_id`` of every row the feature table will have, without computing it: profile
+    users when there are profiles, else users with an event strictly before ``as_of``."""
+    if profiles is not None:
+        return profiles.frame.select(USER_ID)
+    if events is None:
+        raise InputError("inputs", "need at least one of an events table or a profiles table")
+    return events.frame.filter(pl.col("event_time") < as_of).select(USER_ID).unique()
 
 
 def slug(text: str) -> str:
@@ -294,9 +313,7 @@ def compute_features(
     """
     if events is None and profiles is None:
         raise InputError("inputs", "need at least one of an events table or a profiles table")
-    as_of = parse_as_of(as_of)
-    if events is not None and as_of is None:
-        as_of = default_as_of(events.frame)
+    as_of = resolve_as_of(events, as_of)
     plan = _plan_table(events, profiles, as_of, config)
     features_path, spec_path = Path(features_path), Path(spec_path)
     with scratch_files(features_path, plan.n_parts) as parts:
@@ -382,7 +399,8 @@ def _write_partition(plan: _TablePlan, index: int, path: Path) -> _PartitionCoun
 
 
 def _join_population(events: pl.DataFrame | None, profiles: pl.DataFrame | None) -> pl.DataFrame:
-    """Population = profile users if there are profiles, else users with events before as_of."""
+    """The population (see :func:`population_ids`): profile users if there are profiles, else
+    users with events before as_of."""
     if events is None or profiles is None:
         return profiles if events is None else events
     return profiles.join(events, on=USER_ID, how="left")

@@ -12,15 +12,14 @@ the unit their magnitude implies); exact duplicate events are dropped and counte
 
 from __future__ import annotations
 
-import glob as globlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import fsspec
 import polars as pl
 import pyarrow.parquet as pq
 
 from lookalike.core.errors import InputError
+from lookalike.data.files import resolve_files
 from lookalike.data.schema import (
     CONVERSIONS,
     DEFAULT_CONVERSION_TYPE,
@@ -73,24 +72,6 @@ class Table:
 
 # --------------------------------------------------------------------------------------------
 # Files
-
-
-def resolve_files(path: str) -> list[str]:
-    """Expand a file, directory or glob (local or an fsspec URL) into data files, sorted."""
-    fs, root = fsspec.core.url_to_fs(path)
-    if fs.isdir(root):
-        files = [f for f in fs.find(root) if f.endswith((".parquet", ".csv", ".pq"))]
-    elif globlib.has_magic(root):
-        files = fs.glob(root)
-    elif fs.exists(root):
-        files = [root]
-    else:
-        raise InputError(path, "does not exist", fix="check the path")
-    if not files:
-        raise InputError(path, "contains no .parquet or .csv files")
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    prefix = "" if protocol in ("file", "local") else f"{protocol}://"
-    return sorted(prefix + f for f in files)
 
 
 def detect_format(file: str) -> str:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lookalike.data.spec import EncodedFeatures
 
 SCORE_CHUNK_ROWS = 1024
 

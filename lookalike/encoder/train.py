@@ -13,8 +13,8 @@ Every epoch seeds numpy and torch from ``(train.seed, epoch)`` and ends with a c
 from __future__ import annotations
 
 import copy
+import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,6 @@ from lookalike.encoder.embed import feature_columns
 from lookalike.core.errors import InputError, TrainingError
 from lookalike.encoder.health import EmbeddingHealth, check_not_collapsed, embedding_health
 from lookalike.encoder.losses import (
-    PairLossFn,
     loss_function,
     mean_pair_loss,
     pair_masks,
@@ -53,7 +52,7 @@ from lookalike.core.parallel import usable_cores
 from lookalike.encoder.sampler import Batch, ConverterBatchSampler
 from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode
 from lookalike.encoder.heldout import heldout_recall, split_converters
-from lookalike.core.progress import Progress
+from lookalike.core.progress import Progress, eta
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
@@ -399,19 +398,27 @@ def _stop_reason(state: TrainState, tc: TrainConfig) -> str | None:
     if state.epochs_without_gain >= tc.patience:
         return f"no validation gain for {tc.patience} epochs"
     if state.history:
-        last = state.history[-1]["train_seconds"] + state.history[-1]["validation_seconds"]
-        if state.elapsed_seconds + last > tc.time_budget_seconds:
+        if state.elapsed_seconds + _epoch_seconds(state.history[-1]) > tc.time_budget_seconds:
             return f"another epoch would exceed the time budget of {tc.time_budget_seconds:g}s"
     return None
 
 
 def _epoch_line(state: TrainState, tc: TrainConfig) -> str:
+    """The epoch's figures, the time so far and an ETA: the remaining epochs at this run's pace,
+    within the time budget (early stopping may end training sooner)."""
     last = state.history[-1]
+    budget_left = max(0.0, tc.time_budget_seconds - state.elapsed_seconds)
+    epochs = min(tc.epochs, state.epoch + math.floor(budget_left / max(_epoch_seconds(last), 1e-6)))
     return (
         f"epoch {state.epoch}/{tc.epochs}: loss {last['loss']:.4f}, held-out recall in top "
         f"{tc.validation_top_fraction:.0%} {last['recall']:.3f} (best {state.best_recall:.3f} "
         f"at epoch {state.best_epoch}), {state.elapsed_seconds:.1f}s"
+        f"{eta(state.epoch, epochs, state.elapsed_seconds)}"
     )
+
+
+def _epoch_seconds(epoch: dict[str, Any]) -> float:
+    return epoch["train_seconds"] + epoch["validation_seconds"]
 
 
 def _run_fingerprint(

@@ -32,7 +32,9 @@ import numpy as np
 import polars as pl
 
 from lookalike.core.artifacts import atomic_write, write_json
-from lookalike.audience.expansion import STRATEGIES, ExactSearch, ExpansionProblem, expand_seeds, normalize_rows
+from lookalike.audience.strategies import STRATEGIES, expand_seeds
+from lookalike.search.neighbours import ExactSearch
+from lookalike.audience.strategies.base import ExpansionProblem, normalize_rows
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
 from lookalike.encoder.embed import feature_columns
 from lookalike.core.errors import InputError
@@ -324,7 +326,7 @@ def score_gradient_boosting(task: ScoringTask) -> np.ndarray:
 
 
 def two_tower_scorer(strategy: str) -> Scorer:
-    """An audience strategy of :mod:`lookalike.audience.expansion` on the trained embeddings."""
+    """An audience strategy of :mod:`lookalike.audience.strategies` on the trained embeddings."""
 
     def score(task: ScoringTask) -> np.ndarray:
         population = task.population
