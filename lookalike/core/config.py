@@ -241,12 +241,12 @@ class AudienceConfig(_Section):
     hybrid_embedding_weight: float = Field(
         0.5, ge=0.0, description="Weight of contrast's log-odds in the hybrid score (the boosting's "
         "weighs 1): 0.5 ranked held-out converters above 1.0 on 9 of 12 synthetic type-draws and on "
-        "Bank (RESULTS.md, session 9).",
+        "Bank (RESULTS.md, 2026-12-01).",
     )
     boosting_background: int = Field(
         20_000, ge=2, description="Sampled candidates the hybrid strategy's gradient boosting is "
         "fitted against, half per cross-fitted model (a seeded sample of contrast's): 20,000 "
-        "ranked as well as 50,000 with fits 27-58% faster (RESULTS.md, session 9).",
+        "ranked as well as 50,000 with fits 27-58% faster (RESULTS.md, 2026-12-01).",
     )
     exact_search_max_candidates: int = Field(
         200_000,
