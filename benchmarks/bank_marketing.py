@@ -31,7 +31,8 @@ import polars as pl
 
 from lookalike.core.artifacts import atomic_write
 from lookalike.core.config import LookalikeConfig, load_config
-from lookalike.evaluation.evaluate import EvaluationResult, evaluate
+from lookalike.evaluation.report import EvaluationResult
+from lookalike.evaluation.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bank-marketing" / "bank-additional-full.csv.gz"

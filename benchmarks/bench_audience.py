@@ -32,10 +32,10 @@ sys.path.insert(0, str(REPO))
 
 from lookalike.core.artifacts import write_json  # noqa: E402
 from lookalike.core.config import AudienceConfig, IndexConfig, LookalikeConfig  # noqa: E402
-from lookalike.search.index import build_index  # noqa: E402
+from lookalike.search.index import build_index
 from lookalike.testing.toy_tables import toy_spec  # noqa: E402
 from lookalike.core.workdir import BuildPaths, Workdir  # noqa: E402
-from peak_rss import peak_rss_mib  # noqa: E402
+from lookalike.testing.peak_rss import peak_rss_mib  # noqa: E402
 
 STRATEGIES = ("knn", "clusters", "centroid")
 MODEL_BUILD_ID = "bench"

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import polars as pl
 
 from lookalike.core.config import LookalikeConfig
-from lookalike.encoder.embed import embed_population, feature_columns
+from lookalike.encoder.embed import embed_population
 from lookalike.data.spec import FeatureSpec, encode
 from lookalike.testing.toy_tables import ToyPaths, write_toy_tables
 from lookalike.encoder.train import TrainResult, load_training_data, train, validation_set
@@ -97,7 +97,7 @@ def encode_only_users_per_s(paths: ToyPaths, batch_size: int) -> float:
     spec = FeatureSpec.load(paths.spec)
     started = time.perf_counter()
     parquet = pq.ParquetFile(paths.features)
-    for batch in parquet.iter_batches(batch_size=batch_size, columns=feature_columns(spec)):
+    for batch in parquet.iter_batches(batch_size=batch_size, columns=spec.columns):
         encode(pl.from_arrow(batch), spec)  # type: ignore[arg-type]
     return parquet.metadata.num_rows / (time.perf_counter() - started)
 

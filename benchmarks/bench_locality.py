@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_audience import clustered_embeddings  # noqa: E402
 
 from lookalike.core.config import IndexConfig  # noqa: E402
-from lookalike.search.index import build_index  # noqa: E402
+from lookalike.search.index import build_index
 
 VARIANTS = {
     "row order (baseline)": {"locality_clusters": 0},

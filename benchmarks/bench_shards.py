@@ -29,7 +29,9 @@ import polars as pl
 import yaml
 
 import flows  # noqa: F401  (Prefect settings for the embedded mode, before prefect is imported)
-from lookalike.search.index import AnnIndex, exact_search, open_embeddings
+from lookalike.search.index import AnnIndex
+from lookalike.search.exact import exact_search
+from lookalike.search.vectors import open_embeddings
 from lookalike.core.workdir import BuildPaths, Workdir
 
 NEIGHBOURS = 100

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from flows.build import build_flow
     from flows.export import export_flow
-    from lookalike.evaluation.evaluate import audience_hits
+    from lookalike.evaluation.metrics import audience_hits
 
     work = args.work or Path(tempfile.mkdtemp(prefix="e2e-"))
     data = args.data or work / "data"

@@ -36,16 +36,11 @@ from sklearn.metrics import roc_auc_score
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lookalike.core.config import ModelConfig  # noqa: E402
-from lookalike.evaluation.evaluate import (  # noqa: E402
-    MODEL_FOLDER,
-    Population,
-    holdout_split,
-    load_population,
-    seed_separability,
-)
+from lookalike.evaluation.evaluate import MODEL_FOLDER, seed_separability
+from lookalike.evaluation.methods import Population, load_population
+from lookalike.evaluation.split import holdout_split
 from lookalike.encoder.model import EncoderTower  # noqa: E402
 from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode  # noqa: E402
-from lookalike.encoder.embed import feature_columns  # noqa: E402
 
 # Each synthetic type's weights on the 5-d latent (lookalike.data.synthetic's table).
 DIRECTIONS = {"subscribe": [1, 1, 0, 0, 0], "premium_upgrade": [0, 0, 1, -1, 0],
@@ -160,7 +155,7 @@ def main() -> None:
     build = args.build
     population = load_population(build / "features.parquet", build / "feature_spec.json", args.model or build / MODEL_FOLDER)
     spec = FeatureSpec.load(build / "feature_spec.json")
-    encoded = encode(pl.read_parquet(build / "features.parquet", columns=feature_columns(spec)), spec)
+    encoded = encode(pl.read_parquet(build / "features.parquet", columns=spec.columns), spec)
     splits = holdout_split(pl.read_parquet(build / "conversions.parquet"), 0.3, 0)
     ids = population.user_ids
     for name in args.types.split(","):

@@ -20,14 +20,9 @@ from sklearn.linear_model import LogisticRegression
 
 from lookalike.audience.strategies.base import normalize_rows
 from lookalike.core.config import LookalikeConfig
-from lookalike.evaluation.evaluate import (
-    Population,
-    ScoringTask,
-    holdout_split,
-    method_figures,
-    propensity_scores,
-    strategy_scores,
-)
+from lookalike.evaluation.methods import Population, ScoringTask, propensity_scores, strategy_scores
+from lookalike.evaluation.split import holdout_split
+from lookalike.evaluation.metrics import method_figures
 
 TOP_M = 10  # the knn strategy's default top_m
 BLOCK = 20_000

@@ -65,7 +65,8 @@ import yaml
 
 from lookalike.core.artifacts import atomic_write, write_json
 from lookalike.core.config import LookalikeConfig, load_config
-from lookalike.evaluation.evaluate import TypeEvaluation, evaluate
+from lookalike.evaluation.report import TypeEvaluation
+from lookalike.evaluation.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"

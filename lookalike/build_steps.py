@@ -260,7 +260,8 @@ def step_embed(build: BuildPaths, progress: Progress = print) -> dict[str, Any]:
 
 def index_shard_count(build: BuildPaths, request: BuildRequest) -> int:
     """How many index shards this build's population needs (:func:`lookalike.search.index.shard_count`)."""
-    from lookalike.search.index import open_embeddings, shard_count
+    from lookalike.search.vectors import open_embeddings
+    from lookalike.search.sharding import shard_count
 
     return shard_count(len(open_embeddings(build.embeddings)), request.config.index)
 
@@ -278,7 +279,8 @@ def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int,
 def step_index_manifest(build: BuildPaths, request: BuildRequest, shards: list[dict[str, Any]],
                         progress: Progress = print) -> dict[str, Any]:
     """Measure recall against exact search and write the index manifest (fails below the floor)."""
-    from lookalike.search.index import ShardInfo, write_index_manifest
+    from lookalike.search.manifest import ShardInfo
+    from lookalike.search.index import write_index_manifest
 
     manifest = write_index_manifest(build.index_dir, [ShardInfo(**s) for s in shards],
                                     request.config.index, build.model_build_id(), build.embeddings)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lookalike.audience.export import erase_from_last_export
 from lookalike.core.artifacts import atomic_write, read_json, sha256_file, write_json
 from lookalike.core.progress import Progress
 from lookalike.core.config import LookalikeConfig
@@ -183,8 +184,6 @@ def _delete_other_builds(workdir: Workdir, keep: str) -> list[str]:
 
 
 def _erase_from_audiences(workdir: Workdir, erased: pl.Series) -> dict[str, int]:
-    from lookalike.audience.export import erase_from_last_export
-
     removed = {}
     audiences = workdir.root / "audiences"
     for folder in sorted(audiences.iterdir()) if audiences.is_dir() else []:

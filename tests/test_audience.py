@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lookalike.audience.selection as selection_module
+import lookalike.core.blocks as blocks_module
 from lookalike.audience.strategies import STRATEGIES, expand_seeds
 from lookalike.search.neighbours import ExactSearch
 from lookalike.audience.strategies.base import ExpansionProblem
@@ -527,7 +528,7 @@ def test_nearest_seeds_match_argmax(embeddings):
 
 
 def test_nearest_seeds_across_tiles_match_argmax(embeddings, monkeypatch):
-    monkeypatch.setattr(selection_module, "_TILE_ROWS", 7)
+    monkeypatch.setattr(blocks_module, "BLOCK_VALUES", 7 * 5)  # 7 rows x 5 seeds a tile
     monkeypatch.setattr(selection_module, "_TILE_SEEDS", 5)
     seed_vectors = embeddings[np.r_[np.arange(0, 600, 29), 29]]  # the last duplicates seed 1
     rows = np.arange(3, 600, 11)

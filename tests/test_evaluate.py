@@ -13,19 +13,10 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
-from lookalike.evaluation.evaluate import (
-    METHODS,
-    auc_score,
-    cutoff_size,
-    evaluate,
-    gains_curve,
-    holdout_split,
-    method_figures,
-    paired_differences,
-    seed_separability,
-    ranking_positions,
-    training_conversions,
-)
+from lookalike.evaluation.methods import METHODS
+from lookalike.evaluation.metrics import auc_score, cutoff_size, gains_curve, method_figures, paired_differences, ranking_positions
+from lookalike.evaluation.evaluate import evaluate, seed_separability
+from lookalike.evaluation.split import holdout_split, training_conversions
 from lookalike.data.synthetic import generate
 
 

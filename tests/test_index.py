@@ -10,20 +10,15 @@ import numpy as np
 import polars as pl
 import pytest
 
+import lookalike.core.blocks as blocks_module
+import lookalike.search.exact as exact_module
 import lookalike.search.index as index_module
 from lookalike.core.config import IndexConfig
 from lookalike.core.errors import ArtifactError, LookalikeError
-from lookalike.search.index import (
-    AnnIndex,
-    build_index,
-    compact,
-    exact_search,
-    locality_order,
-    read_index_manifest,
-    recall_at_k,
-    shard_count,
-    shard_of,
-)
+from lookalike.search.index import AnnIndex, build_index, compact, locality_order, recall_at_k
+from lookalike.search.exact import exact_search
+from lookalike.search.manifest import read_index_manifest
+from lookalike.search.sharding import shard_count, shard_of
 
 BUILD = "build-1"
 # One thread makes hnswlib builds reproducible; recall_queries small keeps builds fast.
@@ -145,8 +140,8 @@ def test_shard_of_matches_reference_for_any_integer_width() -> None:
 
 
 def test_exact_search_matches_naive_sort_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(index_module, "EXACT_CHUNK_ROWS", 300)
-    monkeypatch.setattr(index_module, "EXACT_BLOCK_VALUES", 300 * 7)  # 7 queries per block
+    monkeypatch.setattr(exact_module, "QUERY_BATCH", 7)
+    monkeypatch.setattr(blocks_module, "BLOCK_VALUES", 23 * 90)  # 90 rows x (7 queries + 16 dims)
     embeddings, queries = random_vectors(1000, 16, 1), random_vectors(20, 16, 2)
     exclude = np.arange(0, 1000, 3)
     for k in (1, 25, 10_000):

@@ -19,7 +19,7 @@ from lookalike.testing.fixtures import reliability_config, request_for, small_da
 from lookalike.core.artifacts import read_json
 from lookalike.build_steps import run_build
 from lookalike.core.workdir import file_checksums, verify_build
-from lookalike.privacy.erasure import erase_users
+from lookalike.erasure import erase_users
 from lookalike.core.errors import ArtifactError, AudienceError
 from lookalike.audience.export import HashingRequest, export_audience, read_audience_metadata
 from lookalike.core.workdir import Workdir

@@ -7,11 +7,19 @@ propensity baselines.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import numpy as np
 
+Model = TypeVar("Model")
 
-def random_halves(rows: np.ndarray, sample_size: int, seed: int) -> list[np.ndarray]:
-    """A seeded random sample of ``rows`` split into two random halves (each sorted).
+
+def random_halves(
+    rows: np.ndarray, sample_size: int, seed: int | np.random.Generator
+) -> list[np.ndarray]:
+    """A random sample of ``rows`` (``seed``: a seed or a generator) split into two random halves,
+    each sorted.
 
     The halves must be random, not the low and high rows of a sorted sample: tables are often
     ordered by time or source, and two models trained on different periods as "population" each
@@ -27,3 +35,37 @@ def subsample_halves(halves: list[np.ndarray], size: int, seed: int) -> list[np.
     rng = np.random.default_rng(seed)
     per_half = max(1, size // 2)
     return [np.sort(rng.choice(half, min(per_half, len(half)), replace=False)) for half in halves]
+
+
+def cross_fitted_scores(
+    halves: Sequence[np.ndarray],
+    fit: Callable[[int], Model],
+    score: Callable[[Sequence[Model], np.ndarray | None], np.ndarray],
+    rows: np.ndarray | None = None,
+    score_half: Callable[[Model, int], np.ndarray] | None = None,
+) -> np.ndarray:
+    """Scores of ``rows`` from models cross-fitted on the two ``halves`` of a background sample.
+
+    ``fit(i)`` trains one model of the seeds against ``halves[i]``; ``score(models, rows)`` is the
+    models' mean score of ``rows`` (``None``: every row, so ``rows`` positions are row numbers).
+    Every row gets the mean of both models, then each sampled row the score of the model fitted
+    on the other half (``score_half(model, i)`` scores half ``i`` when the caller has its inputs
+    at hand; by default ``score([model], halves[i])``). ``rows`` must be sorted and hold every
+    sampled row. Halves must not be empty; with one half there is nothing to cross.
+
+    Example (a "model" that is the mean of its background half)::
+
+        >>> halves = [np.array([0, 2]), np.array([1, 3])]
+        >>> values = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
+        >>> fit = lambda i: values[halves[i]].mean()
+        >>> score = lambda models, rows: np.full(5 if rows is None else len(rows), np.mean(models))
+        >>> cross_fitted_scores(halves, fit, score).tolist()
+        [30.0, 20.0, 30.0, 20.0, 25.0]
+    """
+    models = [fit(i) for i in range(len(halves))]
+    scores = score(models, rows)
+    if len(models) == 2:
+        for i, (half, other) in enumerate(zip(halves, reversed(models), strict=True)):
+            at = half if rows is None else np.searchsorted(rows, half)
+            scores[at] = score([other], half) if score_half is None else score_half(other, i)
+    return scores

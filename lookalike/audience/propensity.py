@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from lookalike.audience.crossfit import cross_fitted_scores
 from lookalike.core.errors import ArtifactError
 from lookalike.data.spec import FeatureSpec, encode, model_inputs
 
@@ -71,7 +72,7 @@ class ParquetFeatures:
 
     @property
     def columns(self) -> list[str]:
-        return [*(f.name for f in self.spec.numeric), *(f.name for f in self.spec.categorical)]
+        return self.spec.columns[1:]  # the features without user_id
 
     def check_rows(self, user_ids: pl.Series) -> None:
         """Refuse a feature table whose users are not ``user_ids`` in the same order."""
@@ -130,20 +131,24 @@ def boosted_log_odds(
         features.take(np.concatenate([seed_rows, *halves])),
         np.cumsum([len(seed_rows), *map(len, halves)])[:-1],
     )
-    models = []
-    for half in sampled:
-        x = np.vstack([seeds, half])
-        y = np.r_[np.ones(len(seeds)), np.zeros(len(half))]
-        # scikit-learn bins weighted rows 15x slower: pass weights only when they differ
-        weights = None if np.all(seed_weights == 1.0) else np.r_[seed_weights, np.ones(len(half))]
-        stopping = min(len(seeds), len(half)) >= MIN_ROWS_FOR_EARLY_STOPPING
+    # scikit-learn bins weighted rows 15x slower: pass weights only when they differ
+    unweighted = np.all(seed_weights == 1.0)
+
+    def fit(i: int) -> HistGradientBoostingClassifier:
+        x = np.vstack([seeds, sampled[i]])
+        y = np.r_[np.ones(len(seeds)), np.zeros(len(sampled[i]))]
+        weights = None if unweighted else np.r_[seed_weights, np.ones(len(sampled[i]))]
+        stopping = min(len(seeds), len(sampled[i])) >= MIN_ROWS_FOR_EARLY_STOPPING
         model = HistGradientBoostingClassifier(early_stopping=stopping, random_state=random_state)
-        models.append(model.fit(x, y, sample_weight=weights))
-    logits = features.map_rows(rows, lambda block: mean_log_odds(models, block))
-    if len(models) == 2:
-        for half, x, other in zip(halves, sampled, reversed(models), strict=True):
-            logits[np.searchsorted(rows, half)] = mean_log_odds([other], x)
-    return logits
+        return model.fit(x, y, sample_weight=weights)
+
+    return cross_fitted_scores(
+        halves, fit,
+        lambda models, some: features.map_rows(rows if some is None else some,
+                                               lambda block: mean_log_odds(models, block)),
+        rows,
+        score_half=lambda model, i: mean_log_odds([model], sampled[i]),
+    )
 
 
 def mean_log_odds(models: Sequence[HistGradientBoostingClassifier], inputs: np.ndarray) -> np.ndarray:

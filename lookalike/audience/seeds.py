@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from lookalike.core.config import AudienceConfig
 from lookalike.core.errors import AudienceError
+from lookalike.encoder.health import separability_auc
 
 QUERY_EMBEDDINGS_NAME = "query_embeddings.npy"
 
@@ -189,11 +188,7 @@ def seed_distinctiveness(
     sample = config.distinctiveness_sample
     seed_sample = np.sort(rng.choice(seed_rows, min(sample, len(seed_rows)), replace=False))
     background = np.sort(rng.choice(others, min(sample, len(others)), replace=False))
-    features = np.concatenate([embeddings[seed_sample], embeddings[background]]).astype(np.float32)
-    labels = np.r_[np.ones(len(seed_sample)), np.zeros(len(background))]
-    model = LogisticRegression(max_iter=1000, class_weight="balanced")
-    splits = StratifiedKFold(folds, shuffle=True, random_state=config.seed)
-    return float(cross_val_score(model, features, labels, cv=splits, scoring="roc_auc").mean())
+    return separability_auc(embeddings[seed_sample], embeddings[background], folds, config.seed)
 
 
 def load_seed_vectors(embeddings_path: Path, rows: np.ndarray) -> np.ndarray:

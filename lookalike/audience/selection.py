@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from lookalike.core.errors import AudienceError
+from lookalike.core.blocks import row_blocks
 
 
 def candidate_mask(
@@ -89,14 +90,9 @@ def top_ranked(rows: np.ndarray, scores: np.ndarray, size: int) -> tuple[np.ndar
     return rows[order], scores[order]
 
 
-# nearest_seeds works on tiles of rows x seeds: 8 MiB of similarities stay in cache, where a
-# 64 MiB block of rows x all 50,000 seeds went to memory and back (7.1 s against 3.3 s).
-_TILE_ROWS, _TILE_SEEDS = 2048, 1024
-
-
-# nearest_seeds works on tiles of rows x seeds: 8 MiB of similarities stay in cache, where a
-# 64 MiB block of rows x all 50,000 seeds went to memory and back (7.1 s against 3.3 s).
-_TILE_ROWS, _TILE_SEEDS = 2048, 1024
+# nearest_seeds works on tiles of rows x seeds (row blocks of BLOCK_VALUES against 1,024 seeds at
+# a time): a block of rows x all 50,000 seeds went to memory and back (7.1 s against 3.3 s).
+_TILE_SEEDS = 1024
 
 
 def nearest_seeds(
@@ -106,8 +102,8 @@ def nearest_seeds(
     seeds = torch.from_numpy(np.ascontiguousarray(seed_vectors, dtype=np.float32))
     best = np.empty(len(rows), dtype=np.int64)
     similarity = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), _TILE_ROWS):
-        block = torch.from_numpy(np.asarray(embeddings[rows[start : start + _TILE_ROWS]], dtype=np.float32))
+    for rows_block in row_blocks(len(rows), min(len(seeds), _TILE_SEEDS)):
+        block = torch.from_numpy(np.asarray(embeddings[rows[rows_block]], dtype=np.float32))
         top = torch.full((len(block),), -torch.inf)
         position = torch.zeros(len(block), dtype=torch.int64)
         for first in range(0, len(seeds), _TILE_SEEDS):
@@ -115,6 +111,6 @@ def nearest_seeds(
             better = values > top  # strict: the earlier seed keeps a tie
             top = torch.where(better, values, top)
             position = torch.where(better, positions + first, position)
-        best[start : start + len(block)] = position.numpy()
-        similarity[start : start + len(block)] = top.numpy()
+        best[rows_block] = position.numpy()
+        similarity[rows_block] = top.numpy()
     return best, similarity

@@ -76,6 +76,12 @@ class FeatureSpec:
     def cardinalities(self) -> list[int]:
         return [f.cardinality for f in self.categorical]
 
+    @property
+    def columns(self) -> list[str]:
+        """The feature table's columns that :func:`encode` reads: ``user_id``, numeric features,
+        then categorical ones."""
+        return ["user_id", *(f.name for f in self.numeric), *(f.name for f in self.categorical)]
+
     def save(self, path: str | Path) -> Path:
         return write_json(path, asdict(self))
 

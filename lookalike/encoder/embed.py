@@ -70,7 +70,7 @@ def embed_population(
         id_schema = pa.schema([parquet.schema_arrow.field("user_id")])
         with pq.ParquetWriter(users_tmp, id_schema) as users_writer:
             start = 0
-            batches = parquet.iter_batches(batch_size=batch_size, columns=feature_columns(spec))
+            batches = parquet.iter_batches(batch_size=batch_size, columns=spec.columns)
             for record_batch in batches:
                 frame = cast(pl.DataFrame, pl.from_arrow(record_batch))
                 matrix[start : start + frame.height] = embed_frame(frame, spec, model, "candidate")
@@ -111,7 +111,7 @@ def embed_users(
     ``missing`` rather than raising, so callers can decide how many missing seeds are acceptable.
     """
     spec, model, _build_id = _load_checked(spec_path, model_dir)
-    features = pl.scan_parquet(features_path).select(feature_columns(spec))
+    features = pl.scan_parquet(features_path).select(spec.columns)
     id_dtype = features.collect_schema()["user_id"]
     requested = pl.Series("user_id", user_ids).unique(maintain_order=True)
     same_kind = requested.dtype.is_integer() and id_dtype.is_integer()
@@ -142,8 +142,3 @@ def _load_checked(spec_path: Path, model_dir: Path) -> tuple[FeatureSpec, TwoTow
             "(sha256 differs); embed with the build's own spec or retrain the model"
         )
     return FeatureSpec.load(spec_path), load_model(model_dir), manifest["model_build_id"]
-
-
-def feature_columns(spec: FeatureSpec) -> list[str]:
-    """Columns of the feature table that :func:`lookalike.data.spec.encode` reads, ``user_id`` first."""
-    return ["user_id", *(f.name for f in spec.numeric), *(f.name for f in spec.categorical)]

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
-SCORE_CHUNK_ROWS = 1024
+from lookalike.core.blocks import row_blocks
 
 
 def seed_scores(seeds: np.ndarray, candidates: np.ndarray, top_m: int) -> np.ndarray:
@@ -26,13 +25,9 @@ def seed_scores(seeds: np.ndarray, candidates: np.ndarray, top_m: int) -> np.nda
     m = min(top_m, len(seeds))
     scores = np.empty(len(candidates), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(candidates), SCORE_CHUNK_ROWS):
-            chunk = torch.from_numpy(
-                np.ascontiguousarray(candidates[start : start + SCORE_CHUNK_ROWS], dtype=np.float32)
-            )
-            similarities = chunk @ seed_t.T
-            top = similarities.topk(m, dim=1).values
-            scores[start : start + len(chunk)] = top.mean(dim=1).numpy()
+        for rows in row_blocks(len(candidates), len(seeds)):
+            chunk = torch.from_numpy(np.ascontiguousarray(candidates[rows], dtype=np.float32))
+            scores[rows] = (chunk @ seed_t.T).topk(m, dim=1).values.mean(dim=1).numpy()
     return scores
 
 
@@ -80,7 +75,7 @@ def split_converters(
     ever shapes the model; it still counts as held out for each type it converted to.
     """
     chosen = [
-        rng.choice(rows, size=_heldout_count(len(rows), fraction), replace=False)
+        rng.choice(rows, size=heldout_count(len(rows), fraction), replace=False)
         for rows in converters_by_type
     ]
     heldout_users = np.concatenate(chosen)
@@ -92,5 +87,6 @@ def split_converters(
     return ConverterSplit(train, heldout)
 
 
-def _heldout_count(n: int, fraction: float) -> int:
+def heldout_count(n: int, fraction: float) -> int:
+    """Converters to hold out of ``n``: ``fraction`` of them, at least one and never all."""
     return min(n - 1, max(1, round(fraction * n)))

@@ -28,7 +28,6 @@ from torch import Tensor
 from lookalike.core.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
 from lookalike.encoder.augment import corrupt_features
 from lookalike.core.config import LookalikeConfig, TrainConfig
-from lookalike.encoder.embed import feature_columns
 from lookalike.core.errors import InputError, TrainingError
 from lookalike.encoder.health import EmbeddingHealth, check_not_collapsed, embedding_health
 from lookalike.encoder.losses import (
@@ -175,7 +174,7 @@ def load_training_data(
 ) -> TrainingData:
     """Encode the feature table and turn conversions into multi-hot labels of the trained types."""
     try:
-        frame = pl.read_parquet(features_path, columns=feature_columns(spec))
+        frame = pl.read_parquet(features_path, columns=spec.columns)
     except pl.exceptions.ColumnNotFoundError as exc:
         raise InputError(
             str(features_path), f"a column of the feature spec is missing ({exc})",

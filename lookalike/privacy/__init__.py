@@ -1,4 +1,5 @@
-"""What keeps people's data in bounds at every stage: proxy checks of allowed features against denied
-columns (``proxies``), opt-out suppression (``suppression``), the right to erasure on a built
-workdir (``erasure``) and platform-normalized hashed identifiers for exports (``hashing``).
+"""What keeps people's data in bounds at every stage: proxy checks of allowed features against
+denied columns (``proxies``), opt-out suppression (``suppression``) and platform-normalized hashed
+identifiers for exports (``hashing``). The right to erasure, which reaches every build and export
+of a workdir, is :mod:`lookalike.erasure`.
 """

@@ -35,175 +35,59 @@ on an :class:`AnnIndex` (hnswlib must not be queried while it is being added to)
 
 from __future__ import annotations
 
-import hashlib
-import math
 import struct
 import threading
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
-from importlib.metadata import version
+from dataclasses import replace
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 import polars as pl
-import torch
 from sklearn.cluster import MiniBatchKMeans
 
-from lookalike.core.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
+from lookalike.core.artifacts import (
+    atomic_write,
+    sha256_file,
+    verify_checksum,
+)
 from lookalike.core.config import IndexConfig
 from lookalike.core.errors import ArtifactError, LookalikeError
 from lookalike.core.parallel import usable_cores
+from lookalike.search.exact import exact_search
+from lookalike.search.manifest import (
+    SPACE,
+    IndexManifest,
+    ShardInfo,
+    checked_shard_set,
+    read_index_manifest,
+    shard_file_name,
+)
+from lookalike.search.sharding import shard_count, shard_of
+from lookalike.search.vectors import (
+    checked_vectors,
+    read_user_ids,
+    unit_vectors,
+    open_embeddings,
+)
 
-SPACE = "ip"
-MANIFEST_NAME = "index.json"
-MANIFEST_VERSION = 1
-SHARD_HASH = "splitmix64(int64) | blake2b-512(utf-8)[:8] little-endian, modulo shards"
+
+
 RECALL_CUTOFFS = (10, 100)
-NORM_TOLERANCE = 1e-3
+
+
 # When the build misses the recall floor, recall is measured again at this multiple of ef to tell
 # whether raising ef (query time) is enough or the graph itself (M, ef_construction) is too poor.
 FLOOR_DIAGNOSTIC_EF_FACTOR = 4
-# exact_search scores blocks of (queries x embedding rows) of at most this many float32 values.
-EXACT_BLOCK_VALUES = 1 << 24
-EXACT_CHUNK_ROWS = 1 << 16
+
+
 LOCALITY_ROWS_PER_CLUSTER = 1000
+
+
 _KMEANS_LOCK = threading.Lock()
 
-_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX_2 = np.uint64(0x94D049BB133111EB)
+
 # hnswlib's file starts with six size_t fields; these are the ones checked before loading.
 _HEADER = struct.Struct("<6Q")
-
-
-# --------------------------------------------------------------------------------------------
-# Stable sharding
-
-
-def shard_count(n_users: int, config: IndexConfig) -> int:
-    """``config.shards``, raised so that no shard expects more than ``config.max_shard_users``."""
-    return max(config.shards, math.ceil(n_users / config.max_shard_users))
-
-
-def shard_of(user_ids: np.ndarray | pl.Series | Iterable, n_shards: int) -> np.ndarray:
-    """The shard (int32 in ``[0, n_shards)``) of each user id, stable across processes and versions.
-
-    Integer ids (any width, negative ones as their two's complement) are hashed with the splitmix64
-    finalizer, string ids with the first 8 bytes of BLAKE2b-512 of their UTF-8 encoding, read
-    little-endian; the shard is the hash modulo ``n_shards``. Python's ``hash`` is not used: it is
-    salted per process.
-
-    Example::
-
-        >>> shard_of(np.array([1, 2, 3]), 4).tolist()
-        [1, 2, 1]
-    """
-    if n_shards < 1:
-        raise ValueError(f"n_shards must be >= 1, got {n_shards}")
-    return (_stable_hash(user_ids) % np.uint64(n_shards)).astype(np.int32)
-
-
-def _stable_hash(user_ids: np.ndarray | pl.Series | Iterable) -> np.ndarray:
-    if isinstance(user_ids, pl.Series):
-        if user_ids.null_count():
-            raise LookalikeError("user_id has nulls; every user needs an id to be sharded")
-        integers = user_ids.dtype.is_integer()
-        values = user_ids.to_numpy() if integers else np.array(user_ids.to_list())
-    else:
-        values = np.asarray(user_ids)
-    if values.dtype.kind in "iu":
-        return _splitmix64(values.astype(np.uint64))
-    if values.dtype.kind in "OUT":
-        return np.fromiter((_blake2b64(str(v)) for v in values), dtype=np.uint64, count=len(values))
-    raise LookalikeError(f"user_id must be integers or strings to be sharded, not {values.dtype}")
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    z = x + _GOLDEN_GAMMA
-    z = (z ^ (z >> np.uint64(30))) * _MIX_1
-    z = (z ^ (z >> np.uint64(27))) * _MIX_2
-    return z ^ (z >> np.uint64(31))
-
-
-def _blake2b64(user_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(user_id.encode("utf-8")).digest()[:8], "little")
-
-
-# --------------------------------------------------------------------------------------------
-# Manifest
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    """One saved shard: its file (relative to the index folder), checksum and element count.
-
-    ``count`` includes suppressed (tombstoned) elements, which are still in the file.
-    """
-
-    shard: int
-    n_shards: int
-    file: str
-    sha256: str
-    count: int
-
-
-@dataclass(frozen=True)
-class IndexManifest:
-    """Everything needed to load an index safely and to know what it contains (``index.json``).
-
-    ``element_count`` counts live elements (returned by queries). ``suppressed`` labels are
-    tombstoned in the files; ``removed`` labels are rows of the embeddings left out of the files
-    (erased by :func:`compact`). ``label_bound`` exceeds every label in the files.
-    """
-
-    model_build_id: str
-    dim: int
-    M: int
-    ef_construction: int
-    ef: int
-    seed: int
-    n_shards: int
-    element_count: int
-    label_bound: int
-    shards: list[ShardInfo]
-    suppressed: list[int] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    recall_at_10: float | None = None
-    recall_at_100: float | None = None
-    recall_queries: int = 0
-    space: str = SPACE
-    shard_hash: str = SHARD_HASH
-    hnswlib_version: str = field(default_factory=lambda: version("hnswlib"))
-    version: int = MANIFEST_VERSION
-
-    def save(self, index_dir: Path) -> Path:
-        return write_json(Path(index_dir) / MANIFEST_NAME, asdict(self))
-
-
-def read_index_manifest(index_dir: Path) -> IndexManifest:
-    """Read and validate ``index.json``; :class:`ArtifactError` if it is missing or foreign."""
-    path = Path(index_dir) / MANIFEST_NAME
-    raw = read_json(path)
-    try:
-        manifest = IndexManifest(**{**raw, "shards": [ShardInfo(**s) for s in raw["shards"]]})
-    except (KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path} is not an index manifest ({exc}); rebuild the index") from exc
-    if manifest.version != MANIFEST_VERSION:
-        raise ArtifactError(
-            f"{path} has manifest version {manifest.version}, this code reads {MANIFEST_VERSION}; "
-            "rebuild the index"
-        )
-    if manifest.space != SPACE or manifest.shard_hash != SHARD_HASH:
-        raise ArtifactError(
-            f"{path} uses space {manifest.space!r} and sharding {manifest.shard_hash!r}; this code "
-            f"needs {SPACE!r} and {SHARD_HASH!r}; rebuild the index"
-        )
-    return manifest
-
-
-# --------------------------------------------------------------------------------------------
-# Building
 
 
 def build_shard(
@@ -225,7 +109,7 @@ def build_shard(
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} is outside [0, {n_shards})")
     embeddings = open_embeddings(embeddings_path)
-    user_ids = _read_user_ids(users_path, expected_rows=len(embeddings))
+    user_ids = read_user_ids(users_path, expected_rows=len(embeddings))
     rows = np.flatnonzero(shard_of(user_ids, n_shards) == shard)
     if exclude_labels is not None:
         rows = rows[~np.isin(rows, exclude_labels)]
@@ -240,7 +124,7 @@ def build_shard(
     rows = locality_order(embeddings, rows, config)
     for start in range(0, len(rows), config.add_batch_rows):
         batch = rows[start : start + config.add_batch_rows]
-        vectors = _unit_vectors(embeddings[batch], embeddings.shape[1], f"{embeddings_path}")
+        vectors = unit_vectors(embeddings[batch], embeddings.shape[1], f"{embeddings_path}")
         index.add_items(vectors, batch, num_threads=threads)
     return _save_shard(index, Path(out_dir), shard, n_shards)
 
@@ -300,7 +184,7 @@ def write_index_manifest(
     ``ef_construction`` must be raised.
     """
     out_dir = Path(out_dir)
-    shards = _checked_shard_set(shards)
+    shards = checked_shard_set(shards)
     if not sum(s.count for s in shards):
         raise ArtifactError(f"the shards in {out_dir} are empty: there are no users to index")
     embeddings = open_embeddings(embeddings_path)
@@ -399,27 +283,6 @@ def _save_shard(index: hnswlib.Index, out_dir: Path, shard: int, n_shards: int) 
     return ShardInfo(shard, n_shards, path.name, digest, index.element_count)
 
 
-def shard_file_name(shard: int, n_shards: int) -> str:
-    return f"shard-{shard:04d}-of-{n_shards:04d}.bin"
-
-
-def _checked_shard_set(shards: list[ShardInfo]) -> list[ShardInfo]:
-    shards = sorted(shards, key=lambda s: s.shard)
-    n_shards = len(shards)
-    if [s.shard for s in shards] != list(range(n_shards)) or any(
-        s.n_shards != n_shards for s in shards
-    ):
-        raise ArtifactError(
-            f"shard infos {[(s.shard, s.n_shards) for s in shards]} are not one complete set "
-            "0..S-1 of S shards; build the missing shards"
-        )
-    return shards
-
-
-# --------------------------------------------------------------------------------------------
-# Recall
-
-
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of each row of ``truth`` labels present in the same row of ``found``."""
     if truth.size == 0:
@@ -467,10 +330,6 @@ def _enforce_recall_floor(
         f"index recall@100 is {recall[100]:.3f} at ef={used_ef}, below "
         f"index.recall_floor={config.recall_floor}: {advice}"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# The index
 
 
 class AnnIndex:
@@ -563,7 +422,7 @@ class AnnIndex:
         over-fetch; rows left short are searched again with a larger k (hnswlib's filter callback
         is far slower). ``ef`` (default: the manifest's) is raised to the k asked of each shard.
         """
-        queries = _checked_vectors(queries, self.dim)
+        queries = checked_vectors(queries, self.dim)
         if k < 1 or batch_size < 1:
             raise ValueError(f"k and batch_size must be >= 1, got {k} and {batch_size}")
         with self._lock:
@@ -589,7 +448,7 @@ class AnnIndex:
         (suppressed included: hnswlib would silently bring it back) is refused.
         """
         labels = np.asarray(labels, dtype=np.int64)
-        vectors = _unit_vectors(vectors, self.dim, "added vectors")
+        vectors = unit_vectors(vectors, self.dim, "added vectors")
         shards = shard_of(user_ids, len(self._shards))
         if not len(labels) == len(vectors) == len(shards):
             raise ValueError("vectors, labels and user_ids must have the same length")
@@ -747,118 +606,6 @@ def _build_id_error(index_dir: Path, found: str, expected: str) -> ArtifactError
         f"{index_dir} was built from model build {found!r}, not {expected!r}: its labels and "
         "similarities belong to other embeddings; rebuild the index for this model"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Exact search
-
-
-def exact_search(
-    embeddings: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` by inner product: the oracle the index is measured against.
-
-    Same result as :meth:`AnnIndex.query` (``[q, k']`` int64 labels = row positions and float32
-    similarities, most similar first, ``k' = min(k, rows - excluded)``). Scores blocks of at most
-    ``EXACT_BLOCK_VALUES`` with a torch matrix product and keeps a running top-k, reading the
-    (possibly memory-mapped) embeddings once, ``EXACT_CHUNK_ROWS`` rows at a time.
-
-    Example::
-
-        labels, sims = exact_search(embeddings, embeddings[:10], k=5)
-    """
-    queries_t = torch.from_numpy(_checked_vectors(queries, embeddings.shape[1]).copy())
-    n_rows = len(embeddings)
-    excluded = _row_mask(n_rows, exclude)
-    k_out = min(k, n_rows - int(excluded.sum()))
-    best_sims = torch.full((len(queries_t), 0), -torch.inf)
-    best_labels = torch.zeros((len(queries_t), 0), dtype=torch.int64)
-    query_batch = max(1, EXACT_BLOCK_VALUES // EXACT_CHUNK_ROWS)
-    for start in range(0, n_rows if k_out > 0 else 0, EXACT_CHUNK_ROWS):
-        chunk = torch.from_numpy(np.array(embeddings[start : start + EXACT_CHUNK_ROWS]))
-        mask = torch.from_numpy(excluded[start : start + len(chunk)])
-        mask = mask if mask.any() else None
-        chunk_top = [
-            _top_of_block(queries_t[q : q + query_batch] @ chunk.T, mask, k_out)
-            for q in range(0, len(queries_t), query_batch)
-        ]
-        sims = torch.cat([best_sims, torch.cat([s for s, _ in chunk_top])], dim=1)
-        labels = torch.cat([best_labels, torch.cat([i for _, i in chunk_top]) + start], dim=1)
-        best_sims, position = sims.topk(min(k_out, sims.shape[1]), dim=1)
-        best_labels = labels.gather(1, position)
-    return best_labels.numpy(), best_sims.numpy()
-
-
-def _row_mask(n_rows: int, rows: np.ndarray | None) -> np.ndarray:
-    mask = np.zeros(n_rows, dtype=bool)
-    if rows is not None:
-        rows = np.asarray(rows, dtype=np.int64)
-        mask[rows[(rows >= 0) & (rows < n_rows)]] = True
-    return mask
-
-
-def _top_of_block(
-    scores: torch.Tensor, excluded: torch.Tensor | None, k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    if excluded is not None:
-        scores.masked_fill_(excluded[None, :], -torch.inf)
-    return scores.topk(min(k, scores.shape[1]), dim=1)
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-
-
-def open_embeddings(path: Path) -> np.ndarray:
-    """Memory-map ``embeddings.npy`` (float32 [N, d]); :class:`ArtifactError` if it is not that."""
-    try:
-        embeddings = np.load(path, mmap_mode="r")
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} is missing; embed the population first") from exc
-    except ValueError as exc:
-        raise ArtifactError(f"{path} is not a readable .npy file ({exc}); re-embed") from exc
-    if embeddings.ndim != 2 or embeddings.dtype != np.float32:
-        raise ArtifactError(
-            f"{path} holds {embeddings.dtype} {embeddings.shape}, expected float32 [users, dim]"
-        )
-    return embeddings
-
-
-def _read_user_ids(users_path: Path, expected_rows: int) -> pl.Series:
-    try:
-        user_ids = pl.read_parquet(users_path, columns=["user_id"])["user_id"]
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{users_path} is missing; embed the population first") from exc
-    if len(user_ids) != expected_rows:
-        raise ArtifactError(
-            f"{users_path} has {len(user_ids)} rows but the embeddings have {expected_rows}: they "
-            "come from different embedding runs; re-embed"
-        )
-    return user_ids
-
-
-def _unit_vectors(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
-    vectors = _checked_vectors(vectors, dim, what)
-    norms = np.linalg.norm(vectors, axis=1)
-    off = np.flatnonzero(np.abs(norms - 1.0) > NORM_TOLERANCE)
-    if len(off):
-        raise ArtifactError(
-            f"{what}: row {off[0]} has L2 norm {norms[off[0]]:.4f}; the index needs L2-normalized "
-            "vectors (as the encoder writes them); re-embed"
-        )
-    return vectors
-
-
-def _checked_vectors(vectors: np.ndarray, dim: int, what: str = "queries") -> np.ndarray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise ArtifactError(
-            f"{what} have shape {vectors.shape} but the index holds {dim}-dim vectors: they come "
-            "from another model; use that model's embeddings or rebuild the index"
-        )
-    if not np.isfinite(vectors).all():
-        raise ArtifactError(f"{what} contain NaN or infinite values; re-embed")
-    return vectors
 
 
 def _threads(config: IndexConfig) -> int:

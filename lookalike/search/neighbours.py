@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from lookalike.search.index import exact_search
+from lookalike.search.exact import exact_search
 
 
 class NeighbourSearch(Protocol):

@@ -13,6 +13,7 @@ from lookalike.audience.propensity import FeatureRows
 from lookalike.audience.selection import top_ranked
 from lookalike.core.config import AudienceConfig
 from lookalike.search.neighbours import NeighbourSearch
+from lookalike.core.blocks import row_blocks
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,6 @@ def allowed_mask(problem: ExpansionProblem) -> np.ndarray:
     return allowed
 
 
-_ROW_BLOCK = 65_536
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -71,9 +71,8 @@ def max_cosine(embeddings: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Largest inner product of every embedding row with any centre (float64 [N])."""
     transposed = np.ascontiguousarray(centres, dtype=np.float32).T
     scores = np.empty(len(embeddings), dtype=np.float64)
-    for start in range(0, len(embeddings), _ROW_BLOCK):
-        block = np.asarray(embeddings[start : start + _ROW_BLOCK], dtype=np.float32)
-        scores[start : start + len(block)] = (block @ transposed).max(axis=1)
+    for rows in row_blocks(len(embeddings), embeddings.shape[1] + len(centres)):
+        scores[rows] = (np.asarray(embeddings[rows], dtype=np.float32) @ transposed).max(axis=1)
     return scores
 
 

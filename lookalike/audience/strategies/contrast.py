@@ -4,10 +4,12 @@ embedding space (positive-unlabeled).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from lookalike.audience.crossfit import random_halves
+from lookalike.audience.crossfit import cross_fitted_scores, random_halves
 from lookalike.audience.selection import top_ranked
 from lookalike.audience.strategies.base import (
     Expansion,
@@ -43,12 +45,15 @@ def contrast_log_odds(problem: ExpansionProblem, halves: list[np.ndarray], c: fl
     mean of both models' log-odds.
     """
     relative_weights = problem.seed_weights / problem.seed_weights.mean()
-    directions = [_seed_contrast(problem, half, relative_weights, c) for half in halves if len(half)]
-    logits = _log_odds(problem.embeddings, np.mean(directions, axis=0))
-    if len(directions) == 2:
-        for half, other_model in zip(halves, reversed(directions), strict=True):
-            logits[half] = _log_odds(problem.embeddings[half], other_model)
-    return logits
+    halves = [half for half in halves if len(half)]
+
+    def score(directions: Sequence[np.ndarray], rows: np.ndarray | None) -> np.ndarray:
+        vectors = problem.embeddings if rows is None else problem.embeddings[rows]
+        return _log_odds(vectors, np.mean(directions, axis=0))
+
+    return cross_fitted_scores(
+        halves, lambda i: _seed_contrast(problem, halves[i], relative_weights, c), score
+    )
 
 
 def _seed_contrast(

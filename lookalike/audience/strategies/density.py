@@ -10,8 +10,8 @@ from lookalike.audience.selection import top_ranked
 from lookalike.audience.strategies.base import Expansion, ExpansionProblem, allowed_mask
 from lookalike.core.config import AudienceConfig
 from lookalike.search.neighbours import NeighbourSearch
+from lookalike.core.blocks import row_blocks
 
-_KERNEL_BLOCK_ELEMENTS = 1 << 22  # kernel sums: 16 MiB blocks stay in cache (1.8x faster than 64)
 
 
 def score_density(
@@ -72,15 +72,14 @@ def kernel_log_sums(
     scaled = torch.from_numpy(np.ascontiguousarray(centres.T / temperature, dtype=np.float32))
     top = float(np.max(log_weights))
     weights = torch.from_numpy(np.exp(np.asarray(log_weights) - top).astype(np.float32))
-    step = max(1, _KERNEL_BLOCK_ELEMENTS // max(len(centres), 1))
     sums = np.empty(len(rows), dtype=np.float64)
-    for start in range(0, len(rows), step):
-        block = torch.from_numpy(np.asarray(embeddings[rows[start : start + step]], dtype=np.float32))
-        hit, own = _own_terms(leave_out, start, len(block))
+    for rows_block in row_blocks(len(rows), len(centres)):
+        block = torch.from_numpy(np.asarray(embeddings[rows[rows_block]], dtype=np.float32))
+        hit, own = _own_terms(leave_out, rows_block.start, len(block))
         total = _kernel_terms(block, scaled, temperature, hit, own) @ weights
         if bool((total == 0).any()):  # float32 underflow: redo the block in float64
             total = _kernel_terms(block.double(), scaled.double(), temperature, hit, own) @ weights.double()
-        sums[start : start + len(block)] = total.double().log().numpy()
+        sums[rows_block] = total.double().log().numpy()
     return sums + 1.0 / temperature + top
 
 
