@@ -22,7 +22,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from peak_rss import peak_rss_mib
+from lookalike.testing.peak_rss import peak_rss_mib
 
 
 def run_lookalike(data: Path, out: Path, partition_events: int | None) -> dict:

@@ -34,8 +34,9 @@ import torch
 
 from lookalike.core.artifacts import write_json
 from lookalike.core.config import IndexConfig
-from lookalike.search.index import AnnIndex, build_index, exact_search, recall_at_k
-from peak_rss import peak_rss_mib
+from lookalike.search.index import AnnIndex, build_index, recall_at_k
+from lookalike.search.exact import exact_search
+from lookalike.testing.peak_rss import peak_rss_mib
 
 GENERATION_CHUNK = 100_000
 TARGETS_AT_1M = {"speedup": 20.0, "build_seconds": 180.0, "bytes_per_user": 600.0}

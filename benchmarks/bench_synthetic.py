@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from threadpoolctl import threadpool_limits
 
 from lookalike.data.synthetic import ROW_GROUP_ROWS, generate
-from peak_rss import peak_rss_mib
+from lookalike.testing.peak_rss import peak_rss_mib
 
 TARGET_EVENTS_PER_SECOND = 2_000_000
 

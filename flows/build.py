@@ -2,11 +2,13 @@
 
 Tasks are thin wrappers over :mod:`lookalike.build_steps` and pass only paths and small dicts. A build
 whose id (a hash of input contents, config and package version) is already complete, with every
-file its manifest lists intact, is reused: none of its tasks run again.
+file its manifest lists intact, is reused: none of its tasks run again. A build that fails removes
+its unfinished folder (:func:`lookalike.build_steps.discard_on_failure`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, task, unmapped
@@ -22,11 +24,7 @@ from lookalike.core.workdir import BuildPaths, Workdir
       retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
 def features_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
     """Validate the input tables and write the point-in-time feature table."""
-    report = steps.step_features(build, request, progress=log)
-    log(f"features: {report['features']['n_users']} users, "
-         f"{report['features']['n_numeric']} numeric and "
-         f"{report['features']['n_categorical']} categorical features")
-    return report
+    return steps.step_features(build, request, progress=log)
 
 
 @task(name="train-encoder", cache_policy=NO_CACHE)
@@ -53,10 +51,7 @@ def index_shard_task(build: BuildPaths, request: steps.BuildRequest, shard: int,
 def index_manifest_task(build: BuildPaths, request: steps.BuildRequest,
                         shards: list[dict[str, Any]]) -> dict[str, Any]:
     """Measure recall against exact search and write the verified index manifest."""
-    report = steps.step_index_manifest(build, request, shards)
-    log(f"index: {report['count']} users, recall@10 {report['recall_at_10']:.3f}, "
-        f"recall@100 {report['recall_at_100']:.3f}")
-    return report
+    return steps.step_index_manifest(build, request, shards, progress=log)
 
 
 @task(name="finalize-build", cache_policy=NO_CACHE)
@@ -84,19 +79,30 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
         return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
     if had_manifest:
         log(f"build {build.build_id} has missing or changed files: building it again")
-    reports: dict[str, Any] = {"features": features_task(build, request)}
-    reports["train"] = train_task.with_options(timeout_seconds=_train_timeout(request))(build, request)
-    reports["embed"] = embed_task(build)
-    n_shards = steps.index_shard_count(build, request)
-    shard_futures = index_shard_task.map(
-        unmapped(build), unmapped(request), list(range(n_shards)), unmapped(n_shards)
-    )
-    reports["index"] = index_manifest_task(build, request, [f.result() for f in shard_futures])
-    manifest = finalize_task(wd, build, request, fingerprints, reports)
+    with steps.discard_on_failure(build):
+        reports: dict[str, Any] = {"features": features_task(build, request)}
+        train = train_task.with_options(timeout_seconds=_train_timeout(request))
+        reports["train"] = train(build, request)
+        reports["embed"] = embed_task(build)
+        reports["index"] = index_manifest_task(build, request, _index_shards(build, request))
+        manifest = finalize_task(wd, build, request, fingerprints, reports)
     create_markdown_artifact(
         key="lookalike-build", markdown=_build_markdown(manifest), description="lookalike build"
     )
     return {"build_id": build.build_id, "reused": False, "path": str(build.root)}
+
+
+def _index_shards(build: BuildPaths, request: steps.BuildRequest) -> list[dict[str, Any]]:
+    """Every shard's index, one task each (a task runner may build them at once)."""
+    n_shards = steps.index_shard_count(build, request)
+    futures = index_shard_task.map(
+        unmapped(build), unmapped(request), list(range(n_shards)), unmapped(n_shards)
+    )
+    started, shards = time.monotonic(), []
+    for future in futures:
+        shards.append(future.result())
+        log(steps.shard_line(shards, n_shards, time.monotonic() - started))
+    return shards
 
 
 def _train_timeout(request: steps.BuildRequest) -> float:

@@ -1,18 +1,26 @@
-"""The ``lookalike`` command line. ``build`` and ``export`` run the Prefect flows (embedded mode
-when no server is configured, so every run also shows up in a Prefect UI when one is)."""
+"""The ``lookalike`` command line.
+
+``build`` and ``export`` run as Prefect flows when a Prefect server is configured or answers on
+the default local port, and as the same library steps in this process otherwise
+(:mod:`flows.runners`). Every argument, input path and the workdir's current build is checked
+before anything starts. Progress goes to stderr, one line per stage with the seconds since the
+start (Prefect's own log only with ``--verbose``); results go to stdout; a failure ends with one
+line ``error: ...`` and exit code 1.
+"""
 
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args
 
 import typer
 
+from flows.console import Console
+from flows.runners import LocalRunner, PrefectRunner, Runner, check_task_runner, use_prefect
 from lookalike.core.errors import LookalikeError
 
 app = typer.Typer(
@@ -22,16 +30,42 @@ app = typer.Typer(
     add_completion=False,
 )
 F = TypeVar("F", bound=Callable[..., Any])
-_state = {"debug": False}
+_state = {"debug": False, "verbose": False}
+PrefectChoice = Annotated[bool | None, typer.Option(
+    "--prefect/--no-prefect",
+    help="Run as Prefect flows (starting Prefect's temporary server when none is found), or "
+         "never; default: flows when a Prefect server is configured or answers on port 4200.",
+    show_default=False,
+)]
 
 
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
-    _state["debug"] = debug
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show Prefect's own log lines.")] = False,
+) -> None:
+    _state["debug"], _state["verbose"] = debug, verbose
+
+
+def main() -> None:
+    """The ``lookalike`` console script: usage mistakes end like every other failure."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # a usage mistake: an option missing or invalid
+        if (context := getattr(exc, "ctx", None)) is not None:
+            typer.echo(f"{context.get_usage()}\nTry '{context.command_path} --help' for help.",
+                       err=True)
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("error: interrupted", err=True)
+        code = 130
+    sys.exit(code or 0)
 
 
 def fails_cleanly(command: F) -> F:
-    """Turn errors into one line on stderr and exit code 1 (a traceback only with --debug)."""
+    """Turn errors into one last line ``error: ...`` on stderr and exit code 1 (a traceback
+    first only with --debug)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -47,35 +81,28 @@ def fails_cleanly(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def configure_console_logging() -> None:
-    """Send Prefect's console log to this command's stderr, one line per failure unless --debug.
-
-    The API log (what the Prefect UI shows) keeps full tracebacks either way.
-    """
-    for name in ("", "prefect"):
-        for handler in logging.getLogger(name).handlers:
-            if hasattr(handler, "console"):
-                handler.console.file = sys.stderr
-            if isinstance(handler, logging.StreamHandler) and not _state["debug"]:
-                class_format = type(handler).format.__get__(handler)  # never wrap a wrapper
-                handler.format = functools.partial(_format_without_traceback, class_format)
-
-
-def _format_without_traceback(format_record: Callable[[logging.LogRecord], str],
-                              record: logging.LogRecord) -> str:
-    saved = record.exc_info, record.exc_text
-    record.exc_info, record.exc_text = None, None
-    try:
-        return format_record(record)
-    finally:
-        record.exc_info, record.exc_text = saved
-
-
 def _fail(message: str) -> None:
     if _state["debug"]:
         traceback.print_exc()
     typer.echo(message.splitlines()[0] if message else "error", err=True)
     raise typer.Exit(code=1)
+
+
+def check_inputs(*paths: str | None) -> None:
+    """Every given table path exists: a file, a folder of parts or a glob that matches."""
+    from lookalike.data.files import resolve_files
+
+    for path in paths:
+        if path is not None:
+            resolve_files(path)
+
+
+def runner(console: Console, prefect: bool | None, task_runner: dict[str, Any] | None = None) -> Runner:
+    """Prefect flows or the library in this process (:func:`flows.runners.use_prefect`)."""
+    if use_prefect(prefect, console, needs_prefect=bool(task_runner)):
+        return PrefectRunner(console, verbose=_state["verbose"], debug=_state["debug"],
+                             task_runner=task_runner)
+    return LocalRunner(console)
 
 
 @app.command()
@@ -89,7 +116,8 @@ def generate(
     """Write synthetic events, profiles and conversions from a hidden latent model."""
     from lookalike.data.synthetic import generate as generate_data
 
-    data = generate_data(out, users, events_per_user=events_per_user, seed=seed, progress=typer.echo)
+    data = generate_data(out, users, events_per_user=events_per_user, seed=seed,
+                         progress=Console().progress)
     typer.echo(f"wrote {data.events}, {data.profiles}, {data.conversions} (ground truth: {data.truth})")
 
 
@@ -104,19 +132,27 @@ def build(
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
     task_runner: Annotated[str, typer.Option(help="default (threads here) or dask.")] = "default",
     dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (tcp://host:8786); default: a local 2-worker cluster.")] = None,
+    prefect: PrefectChoice = None,
 ) -> None:
     """Validate inputs and build features, model, embeddings and index into WORKDIR."""
-    from flows.build import build_flow
-    from flows.common import task_runner_options
-
-    configure_console_logging()
+    check_task_runner(task_runner)
     if events is None and profiles is None:
         raise LookalikeError("give at least one of --events or --profiles")
-    flow = build_flow.with_options(**task_runner_options(task_runner, dask_address))
-    result = flow(workdir=str(workdir), conversions=conversions, events=events,
-                  profiles=profiles, as_of=as_of, config_path=str(config) if config else None)
-    verb = "reused" if result["reused"] else "built"
-    typer.echo(f"{verb} {result['build_id']} at {result['path']}")
+    check_inputs(events, profiles, conversions)
+    from lookalike.core.config import load_config
+    from lookalike.data.features import parse_as_of
+
+    load_config(config)
+    parse_as_of(as_of)
+    options = None
+    if task_runner != "default":
+        from flows.common import task_runner_options
+
+        options = task_runner_options(task_runner, dask_address)
+    result = runner(Console(), prefect, options).build(
+        workdir=str(workdir), conversions=conversions, events=events, profiles=profiles,
+        as_of=as_of, config_path=str(config) if config else None)
+    typer.echo(f"build {result['build_id']} at {result['path']}")
 
 
 @app.command()
@@ -137,21 +173,29 @@ def export(
     platform: Annotated[str | None, typer.Option(help="google or meta: the platform's normalization rules (with --hash).")] = None,
     identifiers: Annotated[str | None, typer.Option(help="Table of user_id and the email/phone column (with --hash).")] = None,
     id_column: Annotated[str | None, typer.Option("--id-column", help="Identifier column in --identifiers (default: the --hash kind).")] = None,
+    prefect: PrefectChoice = None,
 ) -> None:
     """Write the users most similar to SEEDS as a Parquet audience plus a report."""
     if (size is None) == (fraction is None):
         raise LookalikeError("give exactly one of --size or --fraction")
     hashing = _hashing_options(hash_kind, platform, identifiers, id_column)
-    from flows.export import export_flow
+    from lookalike.core.config import StrategyName, load_config
+    from lookalike.core.workdir import Workdir
 
-    configure_console_logging()
-    result = export_flow(workdir=str(workdir), seeds=seeds, out=str(out), size=size,
-                         fraction=fraction, exclude=exclude, eligible=eligible, strategy=strategy,
-                         min_score=min_score, name=name,
-                         config_path=str(config) if config else None, hashing=hashing)
-    typer.echo(f"audience: {result['audience']} ({result['summary']['size']} users)")
+    if strategy is not None and strategy not in get_args(StrategyName):
+        raise LookalikeError(f"unknown strategy '{strategy}': use one of "
+                             f"{', '.join(get_args(StrategyName))}")
+    Workdir(workdir).current()
+    check_inputs(seeds, exclude, eligible, identifiers)
+    load_config(config)
+    result = runner(Console(), prefect).export(
+        workdir=str(workdir), seeds=seeds, out=str(out), size=size, fraction=fraction,
+        exclude=exclude, eligible=eligible, strategy=strategy, min_score=min_score, name=name,
+        config_path=str(config) if config else None, hashing=hashing)
+    summary = result["summary"]
+    typer.echo(f"audience: {result['audience']} ({summary['size']:,} users)")
     if hashing is not None:
-        counts = result["summary"]["hashing"]
+        counts = summary["hashing"]
         typer.echo(f"hashed {counts['hashed']} {hash_kind}s for {platform}; {counts['missing']} users "
                    f"without one, {counts['invalid']} invalid")
     typer.echo(f"report:   {result['report_md']}")
@@ -179,10 +223,14 @@ def erase(
 ) -> None:
     """Physically remove USERS from the current build and last exports; delete older builds."""
     from lookalike.core.config import load_config
-    from lookalike.privacy.erasure import erase_users
     from lookalike.core.workdir import Workdir
 
-    report = erase_users(Workdir(workdir), users, load_config(config), progress=typer.echo)
+    Workdir(workdir).current()
+    check_inputs(users)
+    cfg = load_config(config)
+    from lookalike.erasure import erase_users
+
+    report = erase_users(Workdir(workdir), users, cfg, progress=Console().progress)
     typer.echo(f"build {report.build_id}: removed {report.rows_removed}; deleted older builds "
                f"{report.builds_deleted or 'none'}")
 
@@ -216,13 +264,16 @@ def evaluate(
     config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
 ) -> None:
     """Hold out converters, train without them, and compare audiences with baselines on them."""
-    from lookalike.core.config import load_config
-    from lookalike.evaluation.evaluate import evaluate as run_evaluation
-
     if events is None and profiles is None:
         raise LookalikeError("give at least one of --events or --profiles")
+    check_inputs(events, profiles, conversions)
+    from lookalike.core.config import load_config
+
+    cfg = load_config(config)
+    from lookalike.evaluation.evaluate import evaluate as run_evaluation
+
     result = run_evaluation(workdir, conversions, out, events=events, profiles=profiles,
-                            as_of=as_of, config=load_config(config), progress=typer.echo)
+                            as_of=as_of, config=cfg, progress=Console().progress)
     typer.echo(result.report_md.read_text())
     typer.echo(f"report: {result.report_md}, {result.report_json}, {result.gains_png}")
 
@@ -232,12 +283,13 @@ def evaluate(
 def demo(
     dir: Annotated[Path, typer.Option("--dir", help="Folder for the demo's data, builds and audience.")] = Path("demo"),
     users: Annotated[int, typer.Option(min=20_000, help="Synthetic users to generate.")] = 50_000,
+    prefect: PrefectChoice = None,
 ) -> None:
     """Generate sample data, build, export a lookalike audience and print where it is."""
     from flows.demo import run_demo
 
-    configure_console_logging()
-    result = run_demo(dir, users=users)
+    console = Console()
+    result = run_demo(dir, runner(console, prefect), users=users, progress=console.progress)
     hits = result.hits
     typer.echo("")
     typer.echo(f"audience: {result.audience} ({result.size} users)")
@@ -249,4 +301,4 @@ def demo(
 
 
 if __name__ == "__main__":
-    sys.exit(app())
+    main()

@@ -6,13 +6,16 @@ from typing import Any
 
 from prefect import get_run_logger
 
+from flows.console import PROGRESS_FLAG
+from flows.runners import check_task_runner
+
 IO_RETRIES = 2
 IO_RETRY_DELAYS = [2.0, 10.0]
 
 
 def log(message: str) -> None:
-    """Progress line in the current flow or task run's log."""
-    get_run_logger().info(message)
+    """Progress line in the current flow or task run's log (the command line prints these)."""
+    get_run_logger().info(message, extra={PROGRESS_FLAG: True})
 
 
 def is_transient_io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -32,12 +35,9 @@ def task_runner_options(name: str, address: str | None = None, workers: int = 2)
     ``default`` is Prefect's thread pool in this process; ``dask`` runs tasks (the index shards)
     on Dask workers: a local cluster of ``workers`` processes, or the scheduler at ``address``.
     """
+    check_task_runner(name)
     if name == "default":
         return {}
-    if name != "dask":
-        from lookalike.core.errors import LookalikeError
-
-        raise LookalikeError(f"unknown task runner '{name}': use default or dask")
     from prefect_dask import DaskTaskRunner
 
     if address:

@@ -12,10 +12,10 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-from flows.build import build_flow
-from flows.export import export_flow
-from lookalike.core.artifacts import read_json, write_json
-from lookalike.evaluation.evaluate import AudienceHits, audience_hits
+from flows.runners import Runner
+from lookalike.core.artifacts import read_json
+from lookalike.core.progress import Progress
+from lookalike.evaluation.metrics import AudienceHits, audience_hits
 from lookalike.data.synthetic import generate
 
 DEMO_OVERRIDES = {
@@ -34,24 +34,26 @@ class DemoResult:
     seed_type: str
 
 
-def run_demo(folder: Path, users: int = 50_000, events_per_user: float = 30.0,
-             fraction: float = 0.05) -> DemoResult:
-    """Generate (once), build (or reuse) and export; returns paths and the held-out lift."""
+def run_demo(folder: Path, runner: Runner, users: int = 50_000, events_per_user: float = 30.0,
+             fraction: float = 0.05, progress: Progress = print) -> DemoResult:
+    """Generate (once), build (or reuse) and export with ``runner``; returns paths and the
+    held-out lift."""
     data = folder / "data"
     if not (data / "truth.json").is_file():
-        generate(data, users, events_per_user=events_per_user, seed=0, progress=print)
+        generate(data, users, events_per_user=events_per_user, seed=0, progress=progress)
     truth = read_json(data / "truth.json")
     config_path = demo_config(data / "config.yaml", folder / "config.yaml")
-    build_flow(workdir=str(folder / "work"), events=str(data / "events.parquet"),
-               profiles=str(data / "profiles.parquet"), conversions=str(data / "conversions.parquet"),
-               as_of=truth["as_of"], config_path=str(config_path))
+    runner.build(workdir=str(folder / "work"), events=str(data / "events.parquet"),
+                 profiles=str(data / "profiles.parquet"),
+                 conversions=str(data / "conversions.parquet"), as_of=truth["as_of"],
+                 config_path=str(config_path))
     seed_type = truth["held_back_type"]
     seeds, held_out = split_converters(data / "conversions.parquet", seed_type)
     seeds_path = folder / "seeds.csv"
     seeds.to_frame().write_csv(seeds_path)
-    result = export_flow(workdir=str(folder / "work"), seeds=str(seeds_path),
-                         out=str(folder / "out" / f"{seed_type}_lookalikes.parquet"),
-                         fraction=fraction, config_path=str(config_path))
+    result = runner.export(workdir=str(folder / "work"), seeds=str(seeds_path),
+                           out=str(folder / "out" / f"{seed_type}_lookalikes.parquet"),
+                           fraction=fraction, config_path=str(config_path))
     audience = pl.read_parquet(result["audience"]).get_column("user_id")
     eligible = result["summary"]["eligible_users"]
     hits = audience_hits(audience, held_out, eligible)

@@ -27,8 +27,7 @@ def export_task(workdir: str, seeds: str, out: str, options: dict[str, Any],
     """Score the population against the seeds and write the audience atomically."""
     result = export_audience(Workdir(workdir).current(), seeds, out, config=config, progress=log,
                              **options)
-    return {"audience": str(result.audience), "report_md": str(result.report_md),
-            "report_json": str(result.report_json), "summary": result.summary}
+    return result.to_dict()
 
 
 @flow(name="lookalike-export")

@@ -1,10 +1,13 @@
 """The bad-input matrix (issue 9, item 7): malformed inputs mapped to the error or handling expected.
 
-Every row goes through the library (``lookalike.data.ingest`` and, for events and profiles,
-``lookalike.data.features.compute_features`` and ``lookalike.data.spec.encode``); no Prefect. A row either
-names the fragments its :class:`~lookalike.core.errors.InputError` must contain (besides the file), or a
-check of the specific handling. Every accepted events/profiles row must also give finite features
-and encoded inputs in [0, 1].
+A row either names the fragments its error must contain (besides the file), or a check of the
+specific handling. A rejected events, profiles or conversions table goes through ``lookalike build``,
+a rejected seed list through ``lookalike export`` (in this process, without Prefect): the command
+must fail with exit code 1, its last line of output must be the ``error:`` line, and the workdir
+must hold no new or changed file. An accepted row goes through the library
+(``lookalike.data.ingest``, ``lookalike.data.features.compute_features``,
+``lookalike.data.spec.encode``); every accepted events/profiles row must give finite features and
+encoded inputs in [0, 1].
 """
 
 from __future__ import annotations
@@ -25,10 +28,15 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from lookalike.core.errors import InputError
+from typer.testing import CliRunner
+
+from flows.cli import app
+from lookalike.build_steps import run_build
+from lookalike.core.workdir import Workdir
 from lookalike.data.features import compute_features
 from lookalike.data.ingest import TableReport, load_conversions, load_events, load_profiles, load_user_list
 from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode
+from lookalike.testing.fixtures import reliability_config, request_for, small_data
 
 AS_OF = "2024-02-01"
 JAN = [datetime(2024, 1, d) for d in (3, 5, 7, 9, 11, 13)]
@@ -136,6 +144,41 @@ def run(kind: str, path: str, out: Path) -> Outcome:
     features = pl.read_parquet(result.features_path)
     spec = FeatureSpec.load(result.spec_path)
     return Outcome(loaded.frame.collect(), loaded.report, features, encode(features, spec), spec)
+
+
+CONVERSIONS = {"user_id": [1, 3], "conversion_type": ["buy", "buy"]}
+BUILD_TABLES = ("events", "profiles", "conversions")
+
+
+def files_under(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``folder`` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def command_for(kind: str, path: str, tmp_path: Path, exportable: Workdir) -> tuple[list[str], Path]:
+    """The command that reads ``path`` as a ``kind`` table, with clean other tables; its workdir."""
+    if kind in BUILD_TABLES:
+        clean = tmp_path / "clean"
+        tables = {"events": write(clean / "events.parquet", frame(EVENTS)),
+                  "conversions": write(clean / "conversions.parquet", pl.DataFrame(CONVERSIONS))}
+        if kind == "profiles":
+            del tables["events"]
+        tables[kind] = path
+        options = [item for name, table in tables.items() for item in (f"--{name}", table)]
+        return ["build", "--workdir", str(tmp_path / "work"), "--as-of", AS_OF, *options], tmp_path / "work"
+    return ["export", "--workdir", str(exportable.root), "--seeds", path, "--size", "30",
+            "--out", str(tmp_path / "out" / "audience.parquet")], exportable.root
+
+
+def fails_with_one_last_error_line(command: list[str]) -> str:
+    """Run a ``lookalike`` command in this process (no Prefect); its last line, an error."""
+    result = CliRunner().invoke(app, [*command, "--no-prefect"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1, result.output
+    assert lines[-1].startswith("error: ") and not lines[-1].startswith("error: unexpected"), result.output
+    assert sum(line.startswith("error:") for line in lines) == 1, result.output
+    return lines[-1]
 
 
 def reference(kind: str, tmp_path: Path, table: pl.DataFrame | None = None) -> Outcome:
@@ -326,23 +369,37 @@ MATRIX = [
         parts(split_events()[0], split_events()[1].with_columns(pl.col("user_id").cast(pl.Int32)),
               split_events()[2].with_columns(pl.col("event_time").dt.cast_time_unit("ms"))),
         handling=same_features_as_single_file),
+    Row("conversions matching no population user", "conversions",
+        lambda d: write(d / "c.parquet", pl.DataFrame({"user_id": [101, 102], "conversion_type": ["buy", "buy"]})),
+        error=["column 'user_id'", "none of the 2 conversions belong to a population user"]),
     Row("optional column only in a later part", "events",
         parts(split_events()[0].drop("value"), split_events()[1].drop("value"), split_events()[2]),
         handling=value_column_from_a_later_part_is_kept),
 ]
 
 
+@pytest.fixture(scope="module")
+def exportable(tmp_path_factory: pytest.TempPathFactory) -> Workdir:
+    """A workdir with a complete build of 2,000 synthetic users, for the seed-list rows."""
+    root = tmp_path_factory.mktemp("exportable")
+    workdir = Workdir(root / "work")
+    run_build(workdir, request_for(small_data(root / "data"), reliability_config()), progress=lambda _m: None)
+    return workdir
+
+
 @pytest.mark.parametrize("row", MATRIX, ids=[r.name for r in MATRIX])
-def test_bad_input_matrix(row: Row, tmp_path: Path) -> None:
+def test_bad_input_matrix(row: Row, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     assert bool(row.error) != (row.handling is not None), "a row names an error or a handling, not both"
     path = row.make(tmp_path)
     if row.error:
-        with pytest.raises(InputError) as err:
-            run(row.kind, path, tmp_path)
-        message = str(err.value)
+        exportable = request.getfixturevalue("exportable") if row.kind == "seeds" else None
+        command, workdir = command_for(row.kind, path, tmp_path, exportable)
+        before = files_under(workdir)
+        message = fails_with_one_last_error_line(command)
         missing = [f for f in [path, *row.error] if f not in message]
         assert not missing, f"{missing} not in: {message}"
-        assert not (tmp_path / "f.parquet").exists() and not (tmp_path / "f.json").exists()
+        assert files_under(workdir) == before
+        assert not (tmp_path / "out").exists()
         return
     outcome = run(row.kind, path, tmp_path)
     row.handling(outcome, tmp_path)
@@ -353,17 +410,29 @@ def test_bad_input_matrix(row: Row, tmp_path: Path) -> None:
         assert outcome.encoded.numeric.min() >= 0.0 and outcome.encoded.numeric.max() <= 1.0
 
 
+def test_a_build_failing_after_its_features_removes_its_folder(tmp_path: Path) -> None:
+    """Valid tables whose two converters are too few to train on: features are written, then the
+    training step fails; the unfinished build folder goes with the failure."""
+    events = write(tmp_path / "events.parquet", frame(EVENTS))
+    conversions = write(tmp_path / "conversions.parquet", pl.DataFrame(CONVERSIONS))
+    message = fails_with_one_last_error_line(["build", "--workdir", str(tmp_path / "work"), "--as-of", AS_OF,
+                                              "--events", events, "--conversions", conversions])
+    assert "no conversion type has" in message and "converters in the feature table" in message
+    assert files_under(tmp_path / "work") == {}
+
+
 # ---- ten times larger: same handling, peak memory -------------------------------------------
 
 BASE_USERS, EVENTS_PER_USER = 2_000, 10
 
 PEAK_RSS_SCRIPT = """
-import json, resource, sys
+import json, sys
 from lookalike.data.features import compute_features
 from lookalike.data.ingest import load_events
+from lookalike.testing.peak_rss import peak_rss_mib
 events, out = sys.argv[1], sys.argv[2]
 result = compute_features(load_events(events), None, out + ".parquet", out + ".json", as_of="2024-02-01")
-print(json.dumps({"users": result.n_users, "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"users": result.n_users, "peak_rss_mib": peak_rss_mib()}))
 """
 
 
@@ -382,7 +451,8 @@ def synthetic_events(users: int) -> pl.DataFrame:
 
 
 def feature_build_peak_rss(events: str, out: Path) -> dict:
-    """Ingest and features in a fresh process: its peak RSS is this input's, not the test run's."""
+    """Ingest and features in a fresh process: its own peak RSS (VmHWM, which starts again at exec;
+    ``ru_maxrss`` would carry the test run's peak into the child)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, events, str(out)], env=env, check=True,
                           capture_output=True, text=True)
@@ -402,6 +472,6 @@ def test_ten_times_larger_file_is_handled_the_same_and_peak_rss_is_recorded(tmp_
     for k in range(10):
         block = large_features.filter((pl.col("user_id") // BASE_USERS) == k)
         assert_frame_equal(block.with_columns(pl.col("user_id") - k * BASE_USERS), base_features)  # float sums: rtol
-    print(f"\npeak RSS of ingest+features: 1x ({base.height:,} events) {runs['1x']['peak_rss_kib'] / 1024:.0f} MiB, "
-          f"10x ({large.height:,} events) {runs['10x']['peak_rss_kib'] / 1024:.0f} MiB, "
-          f"ratio {runs['10x']['peak_rss_kib'] / runs['1x']['peak_rss_kib']:.2f}")
+    print(f"\npeak RSS (VmHWM) of ingest+features: 1x ({base.height:,} events) {runs['1x']['peak_rss_mib']:.0f} MiB, "
+          f"10x ({large.height:,} events) {runs['10x']['peak_rss_mib']:.0f} MiB, "
+          f"ratio {runs['10x']['peak_rss_mib'] / runs['1x']['peak_rss_mib']:.2f}")

@@ -8,6 +8,7 @@ means "the expensive code never ran", whatever the API's eventual consistency.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -278,8 +279,8 @@ def test_an_io_error_is_retried_and_the_build_completes(inputs, tmp_path, monkey
     assert Workdir(tmp_path / "work").current().build_id == state.result()["build_id"]
 
 
-def test_a_failing_step_leaves_no_partial_output_and_fails_the_flow(first_build, inputs, tmp_path,
-                                                                    monkeypatch):
+def test_a_failing_step_removes_its_build_and_fails_the_flow(first_build, inputs, tmp_path,
+                                                             monkeypatch):
     workdir = tmp_path / "work"
     shutil.copytree(first_build["workdir"], workdir)
     pointer_before = (workdir / "current.json").read_bytes()
@@ -295,11 +296,7 @@ def test_a_failing_step_leaves_no_partial_output_and_fails_the_flow(first_build,
 
     assert state.is_failed()
     assert "device full while writing Parquet" in state.message
-    builds = [p for p in (workdir / "builds").iterdir()
-              if p.name != first_build["result"]["build_id"]]
-    assert len(builds) == 1
-    assert not (builds[0] / "manifest.json").exists()
-    assert not list(builds[0].rglob("*.parquet"))
+    assert [p.name for p in (workdir / "builds").iterdir()] == [first_build["result"]["build_id"]]
     assert not [p for p in workdir.rglob("*") if TEMP_MARKER in p.name]
     assert (workdir / "current.json").read_bytes() == pointer_before
     logs = flow_run_logs(state.state_details.flow_run_id, "device full while writing Parquet")
@@ -468,6 +465,43 @@ def test_serve_needs_the_schedule_inputs_in_the_config(inputs):
 
     with pytest.raises(LookalikeError, match="schedule.workdir and schedule.conversions"):
         pipeline_deployment(inputs.config)
+
+
+def lookalike(*arguments: str) -> tuple[int, str]:
+    """Exit code and combined output of ``lookalike ARGUMENTS`` in a fresh process, with
+    PREFECT_API_URL set to this session's server (found by the command, as a user's would be)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "flows.cli", *arguments], env=env, cwd=REPO,
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    return done.returncode, done.stdout
+
+
+def test_commands_print_progress_lines_and_prefect_logs_only_with_verbose(first_build, inputs, tmp_path):
+    command = ["export", "--workdir", str(first_build["workdir"]), "--seeds", inputs.seeds,
+               "--size", str(AUDIENCE_SIZE), "--config", inputs.config]
+    verbose = lookalike("--verbose", *command, "--out", str(tmp_path / "verbose.parquet"))
+    quiet = lookalike(*command, "--out", str(tmp_path / "quiet.parquet"))
+
+    assert verbose[0] == quiet[0] == 0, (verbose, quiet)
+    assert "Finished in state Completed" in verbose[1] and "lookalike-export" in verbose[1]
+    assert "Finished in state" not in quiet[1] and "Flow run" not in quiet[1]
+    assert re.search(r"^ +\d+\.\ds  seeds: \d+ rows, \d+ matched", quiet[1], re.MULTILINE), quiet[1]
+    assert quiet[1].strip().splitlines()[-1] == f"report:   {tmp_path / 'quiet.report.md'}"
+
+
+def test_a_failing_flow_prints_its_error_once_and_last(first_build, tmp_path):
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text("user_id,weight\n1,1.0\n,2.0\n")
+    for verbosity in ([], ["--verbose"]):
+        code, output = lookalike(*verbosity, "export", "--workdir", str(first_build["workdir"]),
+                                 "--seeds", str(seeds), "--size", "50", "--out", str(tmp_path / "a.parquet"))
+        lines = output.strip().splitlines()
+        assert code == 1
+        assert lines[-1].startswith(f"error: {seeds}: column 'user_id': has null"), output
+        assert sum(line.startswith("error:") for line in lines) == 1, output
+        assert ("Finished in state Failed" in output) == bool(verbosity), output
 
 
 def test_build_command_names_the_task_runners_it_knows(inputs, tmp_path):

@@ -108,6 +108,11 @@ class ExportResult:
     report_md: Path
     summary: dict[str, Any]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The paths as text and the summary (what the export flow returns)."""
+        return {"audience": str(self.audience), "report_md": str(self.report_md),
+                "report_json": str(self.report_json), "summary": self.summary}
+
 
 @dataclass(frozen=True)
 class Population:
@@ -202,6 +207,9 @@ def export_audience(
         seed_ids = population.ids[selection.seeds.rows]
         guard_seed_difference(seed_ids, last_export.with_name(LAST_SEEDS_NAME), config)
         target = resolve_size(size, fraction, selection.n_candidates, cfg.min_audience_size)
+    size_warnings = _size_warnings(size, selection.n_candidates)
+    for warning in size_warnings:
+        progress(f"warning: {warning}")
     if search is None:
         search = _LazySearch(
             lambda: _build_search(build, population, selection, cfg, model_build_id)
@@ -272,7 +280,7 @@ def export_audience(
             "reach_curve": reach_curve(expansion.scores, similarity),
             "features": _why_these_people(build, population, expansion, selection, cfg),
             "overlap": overlap_with_previous(table.column("user_id"), last_export),
-            "warnings": selection.seeds.report.warnings,
+            "warnings": [*selection.seeds.report.warnings, *size_warnings],
             "suppressed_users": selection.suppressed,
             "hashing": hashed,
             "timings_s": timings,
@@ -291,6 +299,14 @@ def export_audience(
         "timings_s": timings,
     }
     return ExportResult(out, report_json, report_md, summary)
+
+
+def _size_warnings(size: int | None, n_candidates: int) -> list[str]:
+    """A warning when the asked size exceeds the eligible users (the audience is all of them)."""
+    if size is None or size <= n_candidates:
+        return []
+    return [f"asked for {size:,} users but only {n_candidates:,} are eligible: the audience is "
+            f"capped at {n_candidates:,}"]
 
 
 def _feature_rows(build: BuildPaths, population: Population, strategy: str) -> FeatureRows | None:

@@ -9,3 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 Progress = Callable[[str], object]
+
+
+def eta(done: float, total: float, elapsed_seconds: float) -> str:
+    """``", ETA 12s"``: the time ``total - done`` more units take at the pace of the ``done`` ones
+    (an empty string when nothing is done yet or nothing is left)."""
+    if done <= 0 or done >= total:
+        return ""
+    return f", ETA {elapsed_seconds / done * (total - done):.0f}s"

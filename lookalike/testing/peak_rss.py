@@ -1,4 +1,4 @@
-"""Peak resident memory of this process, for the benchmarks' figures.
+"""Peak resident memory of this process, for the figures of benchmarks and tests.
 
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is wrong in a child process: Linux carries the
 parent's peak across fork and exec, so a 20 MiB child of a 2 GiB parent reports 2 GiB (the audience
