@@ -65,16 +65,29 @@ def test_ranking_positions_order_by_score_and_break_ties_randomly() -> None:
     assert len(tie_orders) > 1
 
 
-def test_bootstrap_interval_brackets_the_point_value() -> None:
-    rng = np.random.default_rng(1)
-    scores = rng.random(2000)
-    is_positive = rng.random(2000) < scores * 0.2
-    figures = method_figures(scores, is_positive, EvaluateConfig(bootstrap=300), rng)
-    for fraction, hits in figures.cutoffs.items():
-        low, high = figures.lift_ci[fraction]
-        assert low <= hits.lift <= high
-    assert figures.auc_ci[0] <= figures.auc <= figures.auc_ci[1]
-    assert cutoff_size(0.01, 2000) == 20
+def test_bootstrap_intervals_match_a_bootstrap_drawn_by_hand() -> None:
+    data = np.random.default_rng(1)
+    scores = data.random(2000)  # continuous: no ties, so the ranking is the plain sort
+    is_positive = data.random(2000) < scores * 0.2
+    config = EvaluateConfig(cutoffs=[0.01, 0.1], bootstrap=300)
+    figures = method_figures(scores, is_positive, config, np.random.default_rng(2))
+
+    # the same generator, drawn in the same order: the tie-break permutation, then the resamples
+    hand = np.random.default_rng(2)
+    hand.permutation(2000)
+    n_positive = int(is_positive.sum())
+    draws = hand.integers(0, n_positive, size=(300, n_positive))
+    rank = np.empty(2000, dtype=int)
+    rank[np.argsort(-scores)] = np.arange(2000)
+    positions = rank[is_positive]
+    negatives = scores[~is_positive]
+    auc_terms = np.array([(negatives < s).mean() for s in scores[is_positive]])
+    for fraction, k in ((0.01, 20), (0.1, 200)):
+        assert cutoff_size(fraction, 2000) == k
+        lifts = [(positions[d] < k).mean() * 2000 / k for d in draws]
+        assert figures.lift_ci[fraction] == pytest.approx(tuple(np.percentile(lifts, [2.5, 97.5])))
+    aucs = [auc_terms[d].mean() for d in draws]
+    assert figures.auc_ci == pytest.approx(tuple(np.percentile(aucs, [2.5, 97.5])))
 
 
 def test_paired_differences_match_the_two_methods_figures_and_a_naive_bootstrap() -> None:

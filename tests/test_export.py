@@ -27,6 +27,7 @@ from lookalike.core.config import AudienceConfig, IndexConfig, LookalikeConfig
 from lookalike.core.errors import ArtifactError, AudienceError, InputError
 from lookalike.audience.export import export_audience, read_audience_metadata
 from lookalike.audience.propensity import ArrayFeatures
+from lookalike.search.index import build_index
 from lookalike.data.spec import model_inputs
 from lookalike.data.spec import FeatureSpec, encode
 
@@ -305,11 +306,10 @@ def test_an_export_killed_during_the_write_leaves_the_old_file_or_the_new_one(tm
 
 
 def test_hnsw_at_high_ef_gives_the_exact_audience(tmp_path):
-    index = pytest.importorskip("lookalike.search.index")
     embeddings = clustered_embeddings(2000, 16, clusters=20)
     build = write_build(tmp_path / "w", embeddings, with_features=False)
     config = IndexConfig(M=16, ef_construction=200, ef=400, threads=1)
-    index.build_index(build.embeddings, build.users, build.index_dir, config, "model-123")
+    build_index(build.embeddings, build.users, build.index_dir, config, "model-123")
     ids = population_ids(2000, "int")
     seed_rows_ = np.flatnonzero(np.arange(2000) % 20 < 2)[:150]
     seeds = write_ids(tmp_path / "seeds.parquet", ids[seed_rows_])
