@@ -1,7 +1,8 @@
 """``lookalike demo``: sample data, a full build and an exported audience, in one command.
 
-The seeds are half of the converters of the conversion type held back from training, so the
-headline lift measures what users do every day: expand a seed list the model has never seen.
+The seeds are the earlier half of the converters of the conversion type held back from training
+(the later half is held out), so the headline lift measures what users do every day: expand a
+seed list the model has never seen.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from flows.runners import Runner
 from lookalike.core.artifacts import read_json
 from lookalike.core.progress import Progress
 from lookalike.evaluation.metrics import AudienceHits, audience_hits
+from lookalike.evaluation.split import holdout_split
 from lookalike.data.synthetic import generate
 
 DEMO_OVERRIDES = {
@@ -48,7 +50,9 @@ def run_demo(folder: Path, runner: Runner, users: int = 50_000, events_per_user:
                  conversions=str(data / "conversions.parquet"), as_of=truth["as_of"],
                  config_path=str(config_path))
     seed_type = truth["held_back_type"]
-    seeds, held_out = split_converters(data / "conversions.parquet", seed_type)
+    split = holdout_split(pl.read_parquet(data / "conversions.parquet")
+                          .filter(pl.col("conversion_type") == seed_type), 0.5, seed=0)[seed_type]
+    seeds, held_out = split.seeds, split.heldout  # the later half of the converters is held out
     seeds_path = folder / "seeds.csv"
     seeds.to_frame().write_csv(seeds_path)
     result = runner.export(workdir=str(folder / "work"), seeds=str(seeds_path),
@@ -69,11 +73,3 @@ def demo_config(generated: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(config, sort_keys=True))
     return out
-
-
-def split_converters(conversions: Path, conversion_type: str) -> tuple[pl.Series, pl.Series]:
-    """Half of a type's converters as seeds, the other half held out (seeded shuffle)."""
-    ids = (pl.read_parquet(conversions).filter(pl.col("conversion_type") == conversion_type)
-           .get_column("user_id").unique().sort().shuffle(seed=0))
-    half = ids.len() // 2
-    return ids.head(half), ids.tail(ids.len() - half)
