@@ -19,7 +19,7 @@ $(STAMP): constraints.txt pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/lookalike demo --dir demo
+	$(BIN)/lookalike demo --dir demo --prefect  # the full flow on Prefect's embedded server
 
 test: install
 	$(BIN)/python -m pytest -q -m "not scale"
