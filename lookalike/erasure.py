@@ -14,8 +14,10 @@ What :func:`erase_users` does, and why:
   aggregate parameters, not per-user rows; to retrain without the users, put them on
   ``privacy.suppression_list`` and build again.
 - The staging folder then replaces the build folder (same build id, so a later ``build`` with the
-  same inputs reuses the erased build instead of bringing the users back). A crash before the
-  swap leaves the old build current and intact; a rerun of ``erase`` finishes the job.
+  same inputs reuses the erased build instead of bringing the users back), in one atomic exchange
+  of the two folders where the system allows it (Linux ``renameat2``), so a crash leaves the old
+  build or the erased one current, both complete; elsewhere in two renames, and a crash between
+  them leaves no current build until the next ``erase``. A rerun of ``erase`` finishes the job.
 - Every **other** build in ``builds/`` is deleted (older builds hold the users too; rewriting
   builds nobody uses is work without benefit, and a deleted build cannot leak).
 - The last export of each audience name (``audiences/<name>/last.parquet``) and its keyed-hash
@@ -38,7 +40,13 @@ import numpy as np
 import polars as pl
 
 from lookalike.audience.export import erase_from_last_export
-from lookalike.core.artifacts import atomic_write, read_json, sha256_file, write_json
+from lookalike.core.artifacts import (
+    atomic_write,
+    exchange_paths,
+    read_json,
+    sha256_file,
+    write_json,
+)
 from lookalike.core.progress import Progress
 from lookalike.core.config import LookalikeConfig
 from lookalike.search.index import build_index
@@ -152,7 +160,11 @@ def _rewrite_embeddings_manifest(build: BuildPaths, staging: BuildPaths) -> dict
 
 
 def _swap_in(staging: BuildPaths, build: BuildPaths) -> None:
-    """Replace the build folder by the staging one (two renames; see the module docstring)."""
+    """Replace the build folder by the staging one and delete the old build (one exchange, else
+    two renames; see the module docstring)."""
+    if exchange_paths(staging.root, build.root):
+        shutil.rmtree(staging.root)  # the old build, now in the staging folder's place
+        return
     retired = build.root.with_name(RETIRED_PREFIX + build.build_id)
     shutil.rmtree(retired, ignore_errors=True)
     build.root.rename(retired)

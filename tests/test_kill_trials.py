@@ -1,4 +1,6 @@
-"""Crash safety under SIGKILL (issue 9): a few trials; benchmarks/bench_kill_trials.py runs 50."""
+"""Crash safety under SIGKILL (issue 9, issue 22): two kills in the write window of every writer
+(build, manifest and current switch, export publish, erasure); benchmarks/bench_kill_trials.py
+runs 50 per writer."""
 
 from __future__ import annotations
 
@@ -6,8 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lookalike.testing.kill_harness import build_trial, check_state, export_trial, kill_build_after, prepare
+
 from lookalike.testing.fixtures import reliability_config, small_data, write_seeds
+from lookalike.testing.kill_harness import (
+    JOB_OF,
+    WRITERS,
+    Timeline,
+    check_state,
+    kill_build_after,
+    kill_trial,
+    prepare,
+    record_timeline,
+    summary,
+)
 
 
 @pytest.fixture(scope="module")
@@ -18,12 +31,37 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     return prepare(root, data, reliability_config(), root / "seeds.parquet")
 
 
+@pytest.fixture(scope="module")
+def timelines(setup) -> dict[str, Timeline]:
+    return {job: record_timeline(setup, job) for job in ("build", "export", "erase")}
+
+
 @pytest.mark.slow
-def test_random_kills_leave_a_complete_build_and_audience_and_restarts_finish(setup):
+def test_the_windows_cover_each_writers_dangerous_writes(setup, timelines):
+    def names(writer: str) -> list[str]:
+        timeline = timelines[JOB_OF[writer]]
+        return [f"{timeline.events[i - 1].kind} {timeline.events[i - 1].name}"
+                for i in timeline.window(writer, setup.audience.name)]
+
+    assert names("switch") == ["open manifest.json", "replace manifest.json", "open current.json",
+                               "replace current.json"]
+    assert names("export")[0] == "open audience.parquet" and "replace last.parquet" in names("export")
+    assert "replace state.json" in names("build") and "replace index.json" in names("build")
+    erase = names("erase")
+    assert erase.index("replace manifest.json") < erase.index(f"exchange {setup.first_build}")
+    swap = erase.index(f"exchange {setup.first_build}")
+    assert erase[swap + 1] == f"rmtree .erasing-{setup.first_build}"  # the old build, swapped out
+
+
+@pytest.mark.slow
+def test_kills_in_every_writers_window_land_mid_job_and_leave_complete_states(setup, timelines):
     rng = np.random.default_rng(7)
-    trials = [build_trial(setup, rng, 6.0), export_trial(setup, rng, 2.5)]
-    assert [t.problem for t in trials] == ["", ""]
-    assert all(t.survived and t.restarted for t in trials)
+    trials = [kill_trial(setup, writer, timelines[JOB_OF[writer]], rng)
+              for writer in WRITERS for _ in range(2)]
+    figures = summary(trials)
+    assert figures["problems"] == []
+    assert figures["corrupt_states"] == 0
+    assert all(figures[writer]["landed_share"] >= 0.9 for writer in WRITERS), figures
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from lookalike.testing.fixtures import reliability_config, request_for, small_data, write_seeds
 
-from lookalike.core.artifacts import read_json
+from lookalike.core.artifacts import exchange_paths, read_json
 from lookalike.build_steps import run_build
 from lookalike.core.workdir import file_checksums, verify_build
 from lookalike.erasure import erase_users
@@ -207,7 +207,10 @@ def test_erase_removes_every_byte_of_the_users_and_keeps_the_build_usable(
     pl.DataFrame({"user_id": erased}).write_csv(request)
     report = erase_users(workdir, str(request), reliability_config(), progress=QUIET)
 
-    assert byte_hits(workdir.root, needles) == {}
+    after = byte_hits(workdir.root, needles)
+    print(f"\nerasure byte scan, {len(erased)} users: {sum(before.values())} hits in {len(before)} "
+          f"files before erase, {sum(after.values())} after")
+    assert after == {}
     assert report.builds_deleted == ["0ld0ld0ld0ld"]
     assert report.rows_removed["embeddings/embeddings.npy"] == len(erased)
     last_seeds = pl.read_parquet(workdir.audience_dir("buyers") / "last_seeds.parquet")
@@ -222,6 +225,17 @@ def test_erase_removes_every_byte_of_the_users_and_keeps_the_build_usable(
     write_seeds(data, later, skip=2)
     audience = pl.read_parquet(export(workdir, later, tmp_path / "b.parquet").audience)
     assert not audience["user_id"].is_in(erased.implode()).any()
+
+
+def test_exchange_paths_swaps_two_folders_in_one_step(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "from-first").mkdir(parents=True)
+    (second / "from-second").mkdir(parents=True)
+    assert exchange_paths(first, second)  # Linux, on ext4 and tmpfs alike
+    assert [p.name for p in first.iterdir()] == ["from-second"]
+    assert [p.name for p in second.iterdir()] == ["from-first"]
+    with pytest.raises(FileNotFoundError):
+        exchange_paths(first, tmp_path / "missing")
 
 
 def test_a_crash_between_the_swaps_of_an_erasure_is_finished_by_the_next_one(workdir, tmp_path):

@@ -8,6 +8,8 @@ old file or the whole new one, never a partial file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -20,6 +22,7 @@ from typing import Any
 from lookalike.core.errors import ArtifactError
 
 TEMP_MARKER = ".tmp-"
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 
 
 @contextlib.contextmanager
@@ -72,6 +75,22 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def exchange_paths(first: str | Path, second: str | Path) -> bool:
+    """Swap two existing paths (folders included) in one atomic step; False where the system
+    cannot (no Linux ``renameat2``, or a file system without ``RENAME_EXCHANGE``), so the caller
+    falls back to renames. A crash leaves both paths swapped or neither."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second),
+                 _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
 def write_json(target: str | Path, payload: Any) -> Path:
