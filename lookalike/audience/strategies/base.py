@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lookalike.audience.crossfit import random_halves
 from lookalike.audience.propensity import FeatureRows
 from lookalike.audience.selection import top_ranked
 from lookalike.core.config import AudienceConfig
@@ -28,6 +29,9 @@ class ExpansionProblem:
     n_candidates: int
     size: int
     features: FeatureRows | None = None  # the model inputs, rows aligned (hybrid strategy)
+    # The unlabeled rows contrast and hybrid fit against, given instead of sampled from the
+    # candidates: one half fits one model (the quality estimate's folds, which rank no row of it).
+    background_halves: list[np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,16 @@ def allowed_mask(problem: ExpansionProblem) -> np.ndarray:
     return allowed
 
 
+
+
+def background_halves(
+    problem: ExpansionProblem, candidates: np.ndarray, config: AudienceConfig
+) -> list[np.ndarray]:
+    """``problem.background_halves``, else ``config.contrast_background`` sampled ``candidates``
+    in two random halves (:func:`~lookalike.audience.crossfit.random_halves`)."""
+    if problem.background_halves is not None:
+        return problem.background_halves
+    return random_halves(candidates, min(config.contrast_background, len(candidates)), config.seed)
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from lookalike.audience.crossfit import cross_fitted_scores, random_halves
+from lookalike.audience.crossfit import cross_fitted_scores
 from lookalike.audience.selection import top_ranked
 from lookalike.audience.strategies.base import (
     Expansion,
     ExpansionProblem,
     allowed_mask,
+    background_halves,
     max_cosine,
 )
 from lookalike.core.config import AudienceConfig
@@ -31,7 +32,7 @@ def score_contrast(
     of ``config.contrast_background`` sampled candidates (:func:`contrast_log_odds`).
     """
     candidates = np.flatnonzero(allowed_mask(problem))
-    halves = random_halves(candidates, min(config.contrast_background, len(candidates)), config.seed)
+    halves = background_halves(problem, candidates, config)
     logits = contrast_log_odds(problem, halves, config.contrast_c)
     rows, best = top_ranked(candidates, _sigmoid(logits[candidates]), problem.size)
     return Expansion(rows, best, {"background": sum(map(len, halves))})

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.audience.crossfit import random_halves, subsample_halves
+from lookalike.audience.crossfit import subsample_halves
 from lookalike.audience.propensity import boosted_log_odds
 from lookalike.audience.selection import top_ranked
-from lookalike.audience.strategies.base import Expansion, ExpansionProblem, allowed_mask
+from lookalike.audience.strategies.base import (
+    Expansion,
+    ExpansionProblem,
+    allowed_mask,
+    background_halves,
+)
 from lookalike.audience.strategies.contrast import contrast_log_odds
 from lookalike.core.config import AudienceConfig
 from lookalike.core.errors import AudienceError
@@ -39,7 +44,7 @@ def score_hybrid(
             "export from a build (which has features.parquet) or choose another strategy"
         )
     candidates = np.flatnonzero(allowed_mask(problem))
-    halves = random_halves(candidates, min(config.contrast_background, len(candidates)), config.seed)
+    halves = background_halves(problem, candidates, config)
     embedding = contrast_log_odds(problem, halves, config.contrast_c)[candidates]
     fitted = np.arange(len(problem.seed_rows))
     if len(fitted) > config.boosting_max_seeds:
