@@ -60,6 +60,7 @@ from lookalike.search.neighbours import ExactSearch, NeighbourSearch
 from lookalike.audience.strategies.base import Expansion, ExpansionProblem
 from lookalike.audience.seeds import IdMatch, Seeds, load_seed_vectors, match_ids, validate_seeds
 from lookalike.audience.selection import assign_tiers, candidate_mask, nearest_seeds, resolve_size
+from lookalike.audience.quality import estimate_quality, quality_table
 from lookalike.audience.report import (
     feature_differences,
     reach_curve,
@@ -232,6 +233,8 @@ def export_audience(
         nearest, similarity = expansion.listed_nearest or nearest_seeds(
             population.embeddings, expansion.rows, seed_vectors
         )
+    with _timed(timings, "quality"):
+        quality = estimate_quality(problem, strategy, cfg, len(expansion.rows))
     tiers = assign_tiers(len(expansion.rows), cfg.tiers, selection.n_candidates)
     table = audience_table(population.ids, expansion, tiers, seed_ids[nearest])
     hashed = None
@@ -283,6 +286,7 @@ def export_audience(
             "warnings": [*selection.seeds.report.warnings, *size_warnings],
             "suppressed_users": selection.suppressed,
             "hashing": hashed,
+            "quality": quality,
             "timings_s": timings,
         }
         report_json, report_md = write_report(report, out)
@@ -294,6 +298,7 @@ def export_audience(
         "eligible_users": selection.n_candidates,
         "tiers": report["tiers"],
         "overlap_jaccard": None if report["overlap"] is None else report["overlap"]["jaccard"],
+        "quality": quality_table(quality),
         "hashing": hashed,
         "warnings": report["warnings"],
         "timings_s": timings,

@@ -1,6 +1,7 @@
 """The report beside an exported audience: sections as JSON-able dicts, and their Markdown.
 
-Sections: seed validation, users per tier, score quantiles, the reach curve (mean score and mean
+Sections: seed validation, users per tier, the expected quality (recall and lift of held-out seeds
+per size, :mod:`lookalike.audience.quality`), score quantiles, the reach curve (mean score and mean
 nearest-seed similarity of the top n), "why these people" (the features whose distribution differs
 most between the audience and the eligible users) and the overlap with the previous export.
 """
@@ -179,6 +180,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             [[t["tier"], t["users"], t["cumulative"]] for t in report["tiers"]],
         ),
         "",
+        "## Expected quality (seed hold-out)",
+        "",
+        *_quality_markdown(report.get("quality")),
+        "",
         "## Score distribution",
         "",
         _md_table(
@@ -253,6 +258,34 @@ def _features_markdown(features: dict[str, Any] | None) -> list[str]:
         ],
     )
     return [numeric, "", categorical]
+
+
+def _quality_markdown(quality: dict[str, Any] | None) -> list[str]:
+    """The quality estimate's table and how it was made, or why there is none."""
+    if quality is None:
+        return ["Not estimated (audience.quality_estimate is off, or fewer than two seeds a fold)."]
+    rows = [
+        [
+            row["label"],
+            row["size"],
+            f"{row['fraction']:.2%}",
+            "{:.3f} ({:.3f}-{:.3f})".format(row["recall"]["value"], *row["recall"]["ci95"]),
+            "{:.2f} ({:.2f}-{:.2f})".format(row["lift"]["value"], *row["lift"]["ci95"]),
+        ]
+        for row in quality["sizes"]
+    ]
+    return [
+        _md_table(["size", "users", "of eligible", "recall (95% interval)", "lift (95% interval)"],
+                  rows),
+        "",
+        (
+            f"{quality['held_out_seeds']} seeds held out in {quality['folds']} folds, each ranked "
+            f"by the strategy fitted on the other folds among {quality['ranked_users']} eligible "
+            "users. Recall: share of held-out seeds inside the size, the expected share of future "
+            "converters like the seeds; lift: recall over the share of eligible users (1.0 = "
+            f"random). Intervals: bootstrap over held-out seeds ({quality['bootstrap']} resamples)."
+        ),
+    ]
 
 
 def _overlap_markdown(overlap: dict[str, Any] | None) -> list[str]:

@@ -257,6 +257,32 @@ class AudienceConfig(_Section):
     report_sample: int = Field(
         100_000, ge=100, description="Eligible users sampled to compare feature distributions."
     )
+    quality_estimate: bool = Field(
+        True, description="Estimate every export's recall and lift at its size and each tier by "
+        "seed hold-out (report section 'Expected quality'); false skips it.",
+    )
+    quality_folds: int = Field(
+        3, ge=2, le=10, description="Seeded folds of the seeds in the quality estimate: each fold "
+        "is held out once while the strategy runs on the others (cost grows with the folds).",
+    )
+    quality_candidates: int = Field(
+        20_000, ge=100, description="Eligible users (a seeded sample) the held-out seeds are "
+        "ranked against in the quality estimate when they outnumber contrast_background (else all "
+        "of them); the estimate's cost does not grow with the population.",
+    )
+    quality_background: int = Field(
+        10_000, ge=2, description="Eligible users (a seeded sample, never ranked) that contrast and "
+        "hybrid fit one model against in each fold of the quality estimate when the eligible users "
+        "outnumber contrast_background (an export then cross-fits two): one boosting half's size.",
+    )
+    quality_max_seeds: int = Field(
+        1000, ge=2, description="Seeds the quality estimate splits into folds (a seeded sample "
+        "beyond it): its strategy runs see (folds - 1) / folds of them.",
+    )
+    quality_bootstrap: int = Field(
+        200, ge=1, description="Bootstrap resamples of the held-out seeds for the quality "
+        "estimate's 95% intervals.",
+    )
     seed: int = Field(0, description="Random state of the AUC sample, its folds and k-means.")
 
     @field_validator("tiers")
