@@ -56,6 +56,7 @@ from lookalike.core.artifacts import (
     verify_checksum,
 )
 from lookalike.audience.strategies import FEATURE_STRATEGIES, expand_seeds
+from lookalike.audience.trust import trusted_config
 from lookalike.search.neighbours import ExactSearch, NeighbourSearch
 from lookalike.audience.strategies.base import Expansion, ExpansionProblem
 from lookalike.audience.seeds import IdMatch, Seeds, load_seed_vectors, match_ids, validate_seeds
@@ -208,8 +209,9 @@ def export_audience(
         seed_ids = population.ids[selection.seeds.rows]
         guard_seed_difference(seed_ids, last_export.with_name(LAST_SEEDS_NAME), config)
         target = resolve_size(size, fraction, selection.n_candidates, cfg.min_audience_size)
-    size_warnings = _size_warnings(size, selection.n_candidates)
-    for warning in size_warnings:
+    cfg, trust_warnings = trusted_config(build, seed_ids, strategy, cfg)
+    export_warnings = [*trust_warnings, *_size_warnings(size, selection.n_candidates)]
+    for warning in export_warnings:
         progress(f"warning: {warning}")
     if search is None:
         search = _LazySearch(
@@ -283,7 +285,7 @@ def export_audience(
             "reach_curve": reach_curve(expansion.scores, similarity),
             "features": _why_these_people(build, population, expansion, selection, cfg),
             "overlap": overlap_with_previous(table.column("user_id"), last_export),
-            "warnings": [*selection.seeds.report.warnings, *size_warnings],
+            "warnings": [*selection.seeds.report.warnings, *export_warnings],
             "suppressed_users": selection.suppressed,
             "hashing": hashed,
             "quality": quality,

@@ -142,6 +142,12 @@ class TrainConfig(_Section):
         10, ge=3, description="Conversion types with fewer converters are left out of training."
     )
     patience: int = Field(10, ge=1, description="Epochs without validation gain before stopping.")
+    memorization_limit: float = Field(
+        0.6, ge=0.5, le=1.0, description="A trained type whose training converters a logistic "
+        "regression tells from its held-out converters with a higher AUC in the embedding (and "
+        "higher than on the raw features) is flagged as memorized; exports of its converters "
+        "then score without the embedding.",
+    )
     time_budget_seconds: float = Field(
         240.0, gt=0.0, description="Training stops after this many seconds of epochs (1M users: ~5 min in all)."
     )

@@ -29,7 +29,12 @@ from lookalike.core.artifacts import atomic_write, read_json, sha256_file, verif
 from lookalike.encoder.augment import corrupt_features
 from lookalike.core.config import LookalikeConfig, TrainConfig
 from lookalike.core.errors import InputError, TrainingError
-from lookalike.encoder.health import EmbeddingHealth, check_not_collapsed, embedding_health
+from lookalike.encoder.health import (
+    EmbeddingHealth,
+    check_not_collapsed,
+    embedding_health,
+    separability_auc,
+)
 from lookalike.encoder.losses import (
     loss_function,
     mean_pair_loss,
@@ -49,14 +54,14 @@ from lookalike.encoder.model import (
 )
 from lookalike.core.parallel import usable_cores
 from lookalike.encoder.sampler import Batch, ConverterBatchSampler
-from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode
+from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode, raw_feature_vectors
 from lookalike.encoder.heldout import heldout_recall, split_converters
 from lookalike.core.progress import Progress, eta
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 # Independent random streams derived from train.seed (and the epoch number, for training batches).
-SPLIT_STREAM, VALIDATION_STREAM, HEALTH_STREAM, EPOCH_STREAM = 1, 2, 3, 4
+SPLIT_STREAM, VALIDATION_STREAM, HEALTH_STREAM, EPOCH_STREAM, MEMORIZATION_STREAM = 1, 2, 3, 4, 5
 # Settings that may change between a run and its resumption without invalidating checkpoints.
 RESUMABLE_SETTINGS = {"epochs", "patience", "time_budget_seconds", "threads"}
 
@@ -164,8 +169,15 @@ def train(
     model.load_state_dict(best_weights)
     health = _health(model, data, validation, tc)
     check_not_collapsed(health, tc.min_effective_rank, tc.max_mean_cosine)
+    memorized = memorization(model, data, validation, spec, tc)
+    for name, figures in memorized.items():
+        if figures["flagged"]:
+            say(f"warning: the encoder memorized its '{name}' converters (seeds vs held-out AUC "
+                f"{figures['embedding']:.3f} in the embedding, {figures['raw']:.3f} on the raw "
+                "features): exports of these converters will not lean on the embedding")
     return _write_model(
-        Path(out_dir), model, spec_path, config, data, validation, state, stop_reason, health
+        Path(out_dir), model, spec_path, config, data, validation, state, stop_reason, health,
+        memorized,
     )
 
 
@@ -503,6 +515,41 @@ def _prune_checkpoints(checkpoints: Path, keep: set[str]) -> None:
             path.unlink()
 
 
+def memorization(
+    model: TwoTowerEncoder, data: TrainingData, validation: ValidationSet, spec: FeatureSpec,
+    tc: TrainConfig,
+) -> dict[str, dict[str, Any]]:
+    """Per trained type: has the encoder memorized its training converters?
+
+    A logistic regression tells up to ``validation_max_seeds`` of the type's training converters
+    from its held-out converters (5-fold AUC, :func:`lookalike.encoder.health.separability_auc`),
+    once in the embedding and once on the raw features. Both groups are converters of the same
+    type, so a space that learned what such converters look like scores about 0.5; the type is
+    flagged when the embedding scores above ``tc.memorization_limit`` and above the raw features:
+    the encoder put *these* users somewhere new converters do not follow, and an audience built on
+    them in the embedding would find fewer new converters than its seeds suggest. ``None``
+    figures: fewer than 5 held-out converters.
+    """
+    rng = _rng(tc.seed, MEMORIZATION_STREAM)
+    figures = {}
+    for name, train_rows, heldout in zip(data.types, validation.train, validation.heldout,
+                                         strict=True):
+        seeds = _sorted_sample(train_rows, tc.validation_max_seeds, rng)
+        rows = np.concatenate([seeds, heldout])
+        if len(heldout) < 5:
+            figures[name] = {"embedding": None, "raw": None, "heldout": len(heldout),
+                             "flagged": False}
+            continue
+        encoded = data.features.rows(rows)
+        spaces = {"embedding": embed_encoded(model, encoded, "candidate"),
+                  "raw": raw_feature_vectors(encoded, spec.cardinalities)}
+        auc = {space: separability_auc(x[: len(seeds)], x[len(seeds):], 5, tc.seed)
+               for space, x in spaces.items()}
+        flagged = auc["embedding"] > max(tc.memorization_limit, auc["raw"])
+        figures[name] = {**auc, "heldout": len(heldout), "flagged": bool(flagged)}
+    return figures
+
+
 def _health(
     model: TwoTowerEncoder, data: TrainingData, validation: ValidationSet, tc: TrainConfig
 ) -> EmbeddingHealth:
@@ -535,6 +582,7 @@ def _write_model(
     state: TrainState,
     stop_reason: str,
     health: EmbeddingHealth,
+    memorized: dict[str, dict[str, Any]],
 ) -> TrainResult:
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     converters = {
@@ -565,6 +613,7 @@ def _write_model(
             "ignored_converters": data.ignored_converters,
             "metrics": metrics,
             "health": health.to_json(),
+            "memorization": memorized,
         },
     )
     return TrainResult(
