@@ -110,6 +110,15 @@ def _train_timeout(request: steps.BuildRequest) -> float:
     return request.config.train.time_budget_seconds * 1.5 + 300
 
 
+def _memorization_lines(figures: dict[str, dict[str, Any]]) -> str:
+    """One line per type the encoder memorized (exports of its converters skip the embedding)."""
+    return "".join(
+        f"- memorized '{name}': seeds vs held-out AUC {f['embedding']:.3f} in the embedding, "
+        f"{f['raw']:.3f} on the raw features\n"
+        for name, f in sorted(figures.items()) if f["flagged"]
+    )
+
+
 def _build_markdown(manifest: dict[str, Any]) -> str:
     features = manifest["steps"]["features"]["features"]
     train, index = manifest["steps"]["train"], manifest["steps"]["index"]
@@ -120,5 +129,6 @@ def _build_markdown(manifest: dict[str, Any]) -> str:
         f"- model {train['model_build_id']}: best epoch {train['best_epoch']} of "
         f"{train['epochs_run']} ({train['stop_reason']}), validation recall "
         f"{train['validation_recall']:.3f}\n"
+        f"{_memorization_lines(train.get('memorization', {}))}"
         f"- index: recall@10 {index['recall_at_10']:.3f}, recall@100 {index['recall_at_100']:.3f}\n"
     )

@@ -246,6 +246,7 @@ def step_train(build: BuildPaths, request: BuildRequest, progress: Progress = pr
             "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
             "validation_recall": result.validation_recall,
             "validation_recall_by_type": result.validation_recall_by_type,
+            "memorization": result.memorization,
             "health": asdict(result.health), "seconds": round(result.elapsed_seconds, 1)}
 
 

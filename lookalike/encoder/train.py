@@ -120,6 +120,7 @@ class TrainResult:
     validation_recall: float
     validation_recall_by_type: dict[str, float]
     converters: dict[str, dict[str, int]]
+    memorization: dict[str, dict[str, Any]]  # per type; see :func:`memorization`
     ignored_converters: int
     health: EmbeddingHealth
     elapsed_seconds: float
@@ -627,6 +628,7 @@ def _write_model(
         validation_recall=state.best_recall,
         validation_recall_by_type=best["recall_by_type"],
         converters=converters,
+        memorization=memorized,
         ignored_converters=data.ignored_converters,
         health=health,
         elapsed_seconds=state.elapsed_seconds,
