@@ -263,6 +263,8 @@ def kill_trial(setup: Setup, writer: str, timeline: Timeline, rng: np.random.Gen
     complete = any((p / "manifest.json").is_file() for p in new_builds)
     restart_finished, restart_lines = _run_job(setup, job)
     after = check_erased(setup) if job == "erase" else check_state(setup)
+    if not restart_finished:
+        after = f"the restart failed: {restart_lines[-1] if restart_lines else 'no output'}"
     resumed = any("resuming after epoch" in line for line in restart_lines)
     # a checkpoint of an unfinished build must be resumed, never thrown away
     restarted = restart_finished and not after and (resumed or not checkpoint or complete)
