@@ -5,8 +5,12 @@ sizes and spreads, builds the index with :func:`lookalike.search.index.build_ind
 
 - build time, peak RSS of the process, index bytes per user (file size, and RSS growth on load);
 - queries/s at k=``--k`` for each ef of ``--ef-grid`` until recall@k reaches ``--target-recall``
-  (recall against :func:`lookalike.search.index.exact_search` on the same queries);
+  (recall against :func:`lookalike.search.exact.exact_search` on the same queries);
 - queries/s of exact search on the same queries (the baseline) and the speed-up ratio.
+
+The queries are ``--queries`` more vectors from the same mixture, not in the index (a seed list is
+rarely the population's own rows, and a user's own row is its easiest neighbour). Exact search and
+every ef are timed alike: one untimed warm-up run, then the median of ``--repeats`` runs.
 
 Prints Markdown tables and writes every figure as JSON to ``--out``. Targets at 1M users, d=64
 (context for the full-size run): >= 20x exact throughput at recall@100 >= 0.95, build < 3 min,
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +55,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--clusters", type=int, default=300, help="gaussian mixture clusters")
-    parser.add_argument("--queries", type=int, default=2000, help="query rows sampled from users")
+    parser.add_argument("--queries", type=int, default=2000,
+                        help="query vectors from the same mixture, outside the index")
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--ef-grid", default="100,128,160,200,256,320,400,512,640,800")
@@ -60,7 +66,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recall-floor", type=float, default=defaults.recall_floor)
     parser.add_argument("--shards", type=int, default=defaults.shards)
     parser.add_argument("--threads", type=int, default=None, help="default: all cores")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best counts")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs after a warm-up; the median counts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
@@ -68,27 +75,31 @@ def parse_args() -> argparse.Namespace:
 
 
 def write_clustered_population(
-    folder: Path, users: int, dim: int, clusters: int, seed: int
-) -> tuple[Path, Path]:
-    """Unit vectors from uneven gaussian clusters, written in chunks to embeddings.npy."""
+    folder: Path, users: int, queries: int, dim: int, clusters: int, seed: int
+) -> tuple[Path, Path, np.ndarray]:
+    """Unit vectors from uneven gaussian clusters: ``users`` written in chunks to embeddings.npy,
+    then ``queries`` more from the same mixture, returned (not in the index)."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     weights = rng.dirichlet(np.ones(clusters))
     spreads = rng.uniform(0.3, 0.9, clusters) / np.sqrt(dim)
+
+    def draw(n: int) -> np.ndarray:
+        members = rng.choice(clusters, size=n, p=weights)
+        vectors = centres[members] + rng.standard_normal((n, dim)) * spreads[members, None]
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
     emb_path = folder / "embeddings.npy"
     embeddings = np.lib.format.open_memmap(emb_path, "w+", np.float32, shape=(users, dim))
     for start in range(0, users, GENERATION_CHUNK):
-        n = min(GENERATION_CHUNK, users - start)
-        members = rng.choice(clusters, size=n, p=weights)
-        chunk = centres[members] + rng.standard_normal((n, dim)) * spreads[members, None]
-        embeddings[start : start + n] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+        embeddings[start : start + GENERATION_CHUNK] = draw(min(GENERATION_CHUNK, users - start))
     embeddings.flush()
     del embeddings
     users_path = folder / "users.parquet"
     user_ids = rng.permutation(users).astype(np.int64) * 31 + 7
     pl.DataFrame({"user_id": user_ids}).write_parquet(users_path)
-    return emb_path, users_path
+    return emb_path, users_path, draw(queries)
 
 
 def current_rss_bytes() -> int:
@@ -115,13 +126,15 @@ def _rss_growth_of_load(index_dir: Path, threads: int | None) -> int:
     return growth
 
 
-def best_time(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    best, result = float("inf"), None
+def median_time(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """One untimed warm-up run, then the median seconds of ``repeats`` runs, and the result."""
+    result = run()
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         result = run()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
 
 
 def sweep_ef(
@@ -130,7 +143,7 @@ def sweep_ef(
     """Queries/s and recall per ef, stopping at the first ef that reaches the target recall."""
     rows = []
     for ef in (int(e) for e in args.ef_grid.split(",")):
-        seconds, (labels, _) = best_time(
+        seconds, (labels, _) = median_time(
             lambda ef=ef: index.query(queries, args.k, ef=ef), args.repeats
         )
         rows.append({
@@ -146,8 +159,8 @@ def sweep_ef(
 
 def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     start = time.perf_counter()
-    emb_path, users_path = write_clustered_population(
-        folder, args.users, args.dim, args.clusters, args.seed
+    emb_path, users_path, queries = write_clustered_population(
+        folder, args.users, args.queries, args.dim, args.clusters, args.seed
     )
     generate_seconds = time.perf_counter() - start
     config = IndexConfig(
@@ -164,10 +177,9 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     index = AnnIndex.load(folder / "index", "bench", threads=args.threads)
 
     embeddings = np.load(emb_path)
-    rng = np.random.default_rng(args.seed + 1)
-    query_rows = rng.choice(args.users, size=min(args.queries, args.users), replace=False)
-    queries = embeddings[np.sort(query_rows)]
-    exact_seconds, (truth, _) = best_time(lambda: exact_search(embeddings, queries, args.k), 1)
+    exact_seconds, (truth, _) = median_time(
+        lambda: exact_search(embeddings, queries, args.k), args.repeats
+    )
     sweep = sweep_ef(index, queries, truth, args)
     chosen = sweep[-1]
     exact_qps = len(queries) / exact_seconds
