@@ -144,13 +144,19 @@ def test_fraction_and_tiers_are_relative_to_the_eligible_users(tmp_path, embeddi
         assert in_band.get_column("rank").max() == band_size(band, eligible)
 
 
-def test_all_eligible_users_when_fewer_than_asked(tmp_path, embeddings):
+def test_all_eligible_users_when_fewer_than_asked_with_a_warning(tmp_path, embeddings):
     build = write_build(tmp_path / "w", embeddings)
     ids = population_ids(N, "int")
     eligible = write_ids(tmp_path / "eligible.parquet", ids[np.arange(0, 60)])
     result = run_export(build, tmp_path, size=500, eligible=eligible)
     expected = set(ids[np.setdiff1d(np.arange(60), seed_rows())].to_list())
     assert set(pl.read_parquet(result.audience).get_column("user_id").to_list()) == expected
+    n = len(expected)
+    warning = f"asked for 500 users but only {n} are eligible: the audience is capped at {n}"
+    assert warning in result.summary["warnings"]
+    assert f"- warning: {warning}" in result.report_md.read_text()
+    exact = run_export(build, tmp_path, size=n, eligible=eligible, out_name="exact.parquet")
+    assert not [w for w in exact.summary["warnings"] if w.startswith("asked for")]
 
 
 def test_min_score_cuts_the_tail_and_small_audiences_refuse(tmp_path, embeddings):
