@@ -42,7 +42,8 @@ PrefectChoice = Annotated[bool | None, typer.Option(
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", help="Show Prefect's own log lines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose",
+                                          help="Show Prefect's own log lines.")] = False,
 ) -> None:
     _state["debug"], _state["verbose"] = debug, verbose
 
@@ -97,7 +98,8 @@ def check_inputs(*paths: str | None) -> None:
             resolve_files(path)
 
 
-def runner(console: Console, prefect: bool | None, task_runner: dict[str, Any] | None = None) -> Runner:
+def runner(console: Console, prefect: bool | None,
+           task_runner: dict[str, Any] | None = None) -> Runner:
     """Prefect flows or the library in this process (:func:`flows.runners.use_prefect`)."""
     if use_prefect(prefect, console, needs_prefect=bool(task_runner)):
         return PrefectRunner(console, verbose=_state["verbose"], debug=_state["debug"],

@@ -97,8 +97,8 @@ def build_id_for(request: BuildRequest, fingerprints: dict[str, Any]) -> str:
 def prepare_build(workdir: Workdir, request: BuildRequest) -> tuple[BuildPaths, dict[str, Any]]:
     """Fingerprint the inputs, name the build folder and sweep its stale temporary files.
 
-    Nothing is created: the first step to write makes the folder. Only this build's folder is swept: another build or an export running in the same workdir
-    keeps its temporary files.
+    Nothing is created: the first step to write makes the folder. Only this build's folder is
+    swept: another build or an export running in the same workdir keeps its temporary files.
     """
     fingerprints = fingerprint_inputs(request)
     build = workdir.build(build_id_for(request, fingerprints))
