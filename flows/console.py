@@ -34,7 +34,8 @@ def show_prefect_logs(console: Console, *, verbose: bool, debug: bool) -> None:
 
     Without ``verbose`` only the flows' progress lines are printed, as :meth:`Console.progress`
     prints the library's; with it, Prefect's console log goes to stderr, one line per failure
-    unless ``debug``. The API log (what the Prefect UI shows) is unchanged either way.
+    unless ``debug``, without the temporary server's shutdown notice. The API log (what the
+    Prefect UI shows) is unchanged either way.
     """
     root = logging.getLogger()
     if not verbose:
@@ -46,9 +47,17 @@ def show_prefect_logs(console: Console, *, verbose: bool, debug: bool) -> None:
         for handler in logging.getLogger(name).handlers:
             if hasattr(handler, "console"):
                 handler.console.file = sys.stderr
+            if isinstance(handler, logging.StreamHandler):
+                handler.addFilter(_not_the_shutdown_notice)
             if isinstance(handler, logging.StreamHandler) and not debug:
                 class_format = type(handler).format.__get__(handler)  # never wrap a wrapper
                 handler.format = functools.partial(_format_without_traceback, class_format)
+
+
+def _not_the_shutdown_notice(record: logging.LogRecord) -> bool:
+    """False for Prefect's "Stopping temporary server" notice, logged at exit, after the
+    command's last line (its error, if it failed)."""
+    return not record.getMessage().startswith("Stopping temporary server")
 
 
 class _ProgressHandler(logging.Handler):
