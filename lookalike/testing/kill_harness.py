@@ -4,12 +4,14 @@ then check what is left.
 Every job runs in a child process whose file-system writes are *events*: a temporary file is
 created (:func:`~lookalike.core.artifacts.atomic_write` or ``scratch_files`` begins a write), a file
 is renamed into place (``os.replace``), a folder is renamed (``Path.rename``) or exchanged with
-another (``exchange_paths``: the erasure's swap) or removed (``shutil.rmtree``). A dry run of the job records its events and their times. A trial
-picks one event of the writer's *window* (uniformly) and kills the job there: either just before
-the event's operation (in the job's own thread, so exactly between two writes), or after a delay
-drawn uniformly from the time until the next event (a timer thread; mid-write, mid-compute; the
-job's last event is always hit before its operation). So the kills spread over the write window
-and land while the job runs; each trial records whether the job died before printing ``done``.
+another (``exchange_paths``: the erasure's swap) or removed (``shutil.rmtree``). A dry run of the
+job records its events and their times. A trial picks one event of the writer's *window*
+(uniformly) and kills the job there: either just before the event's operation (in the job's own
+thread, so exactly between two writes), or after a delay drawn uniformly from the time until the
+next event (a timer thread; mid-write, mid-compute; the job's last event is always hit before its
+operation). So the kills spread over the write window and land while the job runs; each trial
+records whether the job died before printing ``done``. Exports use the fast ``knn`` strategy: the
+trials test the publish, not the scoring.
 
 Writers and their windows:
 
@@ -52,6 +54,7 @@ from lookalike.testing.fixtures import request_for
 
 ROOT = Path(__file__).resolve().parents[2]
 AUDIENCE_SIZE = 200
+EXPORT_STRATEGY = "knn"
 ERASED_USERS = 20
 WRITERS = ("build", "switch", "export", "erase")
 JOB_OF = {"build": "build", "switch": "build", "export": "export", "erase": "erase"}
@@ -96,11 +99,12 @@ Path.rename = hooked(Path.rename, "rename", 1)
 erasure.exchange_paths = hooked(erasure.exchange_paths, "exchange", 1)
 say("started")
 if job == "build":
-    tables = {{name: str(Path(data) / f"{{name}}.parquet") for name in ("events", "profiles", "conversions")}}
+    tables = {{name: str(Path(data) / f"{{name}}.parquet")
+              for name in ("events", "profiles", "conversions")}}
     run_build(Workdir(workdir), BuildRequest(**tables, config=config), progress=say)
 elif job == "export":
     export_audience(Workdir(workdir).current(), seeds, out, size={size}, name="trial",
-                    config=config, progress=say)
+                    strategy="{strategy}", config=config, progress=say)
 else:
     erase_users(Workdir(workdir), erase, config, progress=say)
 say(f"done {{time.monotonic() - started:.6f}}")
@@ -190,8 +194,8 @@ def prepare(root: Path, data: Path, config: LookalikeConfig, seeds: Path) -> Set
     )
     workdir, audience = Workdir(root / "work"), root / "out" / "audience.parquet"
     build = run_build(workdir, request_for(data, config), progress=lambda _m: None)
-    export_audience(build, seeds, audience, size=AUDIENCE_SIZE, name="trial", config=config,
-                    progress=lambda _m: None)
+    export_audience(build, seeds, audience, size=AUDIENCE_SIZE, name="trial",
+                    strategy=EXPORT_STRATEGY, config=config, progress=lambda _m: None)
     erase_list = root / "erase.parquet"
     users = pl.read_parquet(build.users).get_column("user_id")
     users.gather(np.arange(0, len(users), len(users) // ERASED_USERS)[:ERASED_USERS]).to_frame() \
@@ -200,7 +204,8 @@ def prepare(root: Path, data: Path, config: LookalikeConfig, seeds: Path) -> Set
     (root / "killed.json").write_text(killed_config.model_dump_json())
     (root / "first.json").write_text(config.model_dump_json())
     shutil.copytree(workdir.root, setup.erase_pristine)
-    run_build(Workdir(setup.erase_pristine), request_for(data, killed_config), progress=lambda _m: None)
+    run_build(Workdir(setup.erase_pristine), request_for(data, killed_config),
+              progress=lambda _m: None)
     Workdir(setup.erase_pristine).set_current(build.build_id)
     _reset(setup, "erase")
     return setup
@@ -296,7 +301,8 @@ def kill_build_after(setup: Setup, marker: str) -> tuple[str, bool]:
 def _child(setup: Setup, job: str, kill_at: int = 0, delay: float = 0.0) -> subprocess.Popen[str]:
     workdir = setup.erase_workdir if job == "erase" else setup.workdir
     config = "killed.json" if job == "build" else "first.json"
-    args = [sys.executable, "-c", CHILD.format(size=AUDIENCE_SIZE), job, str(workdir.root),
+    script = CHILD.format(size=AUDIENCE_SIZE, strategy=EXPORT_STRATEGY)
+    args = [sys.executable, "-c", script, job, str(workdir.root),
             str(setup.data), str(setup.root / config), str(setup.seeds), str(setup.audience),
             str(setup.erase_list)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KILL_AT": str(kill_at), "KILL_DELAY": str(delay)}
@@ -304,7 +310,8 @@ def _child(setup: Setup, job: str, kill_at: int = 0, delay: float = 0.0) -> subp
                             env=env)
 
 
-def _run_job(setup: Setup, job: str, kill_at: int = 0, delay: float = 0.0) -> tuple[bool, list[str]]:
+def _run_job(setup: Setup, job: str, kill_at: int = 0,
+             delay: float = 0.0) -> tuple[bool, list[str]]:
     """Run a job (killed at event ``kill_at`` when given); whether it finished, its lines."""
     child = _child(setup, job, kill_at, delay)
     output, _ = child.communicate()
