@@ -31,6 +31,12 @@ app = typer.Typer(
 )
 F = TypeVar("F", bound=Callable[..., Any])
 _state = {"debug": False, "verbose": False}
+ConfigFile = Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")]
+CurrentWorkdir = Annotated[Path, typer.Option(help="Workdir with a current build.")]
+Conversions = Annotated[str, typer.Option(help="Conversions table (Parquet/CSV, file/dir/glob).")]
+Events = Annotated[str | None, typer.Option(help="Events table.")]
+Profiles = Annotated[str | None, typer.Option(help="Profiles table.")]
+AsOf = Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")]
 PrefectChoice = Annotated[bool | None, typer.Option(
     "--prefect/--no-prefect",
     help="Run as Prefect flows (starting Prefect's temporary server when none is found), or "
@@ -127,11 +133,11 @@ def generate(
 @fails_cleanly
 def build(
     workdir: Annotated[Path, typer.Option(help="Folder that keeps versioned builds.")],
-    conversions: Annotated[str, typer.Option(help="Conversions table (Parquet/CSV, file/dir/glob).")],
-    events: Annotated[str | None, typer.Option(help="Events table.")] = None,
-    profiles: Annotated[str | None, typer.Option(help="Profiles table.")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+    conversions: Conversions,
+    events: Events = None,
+    profiles: Profiles = None,
+    as_of: AsOf = None,
+    config: ConfigFile = None,
     task_runner: Annotated[str, typer.Option(help="default (threads here) or dask.")] = "default",
     dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (tcp://host:8786); default: a local 2-worker cluster.")] = None,
     prefect: PrefectChoice = None,
@@ -160,7 +166,7 @@ def build(
 @app.command()
 @fails_cleanly
 def export(
-    workdir: Annotated[Path, typer.Option(help="Workdir with a current build.")],
+    workdir: CurrentWorkdir,
     seeds: Annotated[str, typer.Option(help="Seed list: user_id and optional weight (Parquet/CSV).")],
     out: Annotated[Path, typer.Option(help="Audience Parquet file to write (atomically).")],
     size: Annotated[int | None, typer.Option(min=1, help="Audience size in users.")] = None,
@@ -170,7 +176,7 @@ def export(
     strategy: Annotated[str | None, typer.Option(help="hybrid (the default), contrast, density, knn, clusters or centroid; default from config.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Drop users scoring below this score (the strategy's scale: see the score column in the README).")] = None,
     name: Annotated[str | None, typer.Option(help="Audience name for overlap with its last export.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+    config: ConfigFile = None,
     hash_kind: Annotated[str | None, typer.Option("--hash", help="email or phone: add a SHA-256 hashed_<kind> column for upload.")] = None,
     platform: Annotated[str | None, typer.Option(help="google or meta: the platform's normalization rules (with --hash).")] = None,
     identifiers: Annotated[str | None, typer.Option(help="Table of user_id and the email/phone column (with --hash).")] = None,
@@ -219,9 +225,9 @@ def _hashing_options(kind: str | None, platform: str | None, identifiers: str | 
 @app.command()
 @fails_cleanly
 def erase(
-    workdir: Annotated[Path, typer.Option(help="Workdir with a current build.")],
+    workdir: CurrentWorkdir,
     users: Annotated[str, typer.Option(help="Users to erase: a user list (user_id column).")],
-    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+    config: ConfigFile = None,
 ) -> None:
     """Physically remove USERS from the current build and last exports; delete older builds."""
     from lookalike.core.config import load_config
@@ -258,12 +264,12 @@ def serve(
 @fails_cleanly
 def evaluate(
     workdir: Annotated[Path, typer.Option(help="Folder for the evaluation's features and model.")],
-    conversions: Annotated[str, typer.Option(help="Conversions table (Parquet/CSV, file/dir/glob).")],
+    conversions: Conversions,
     out: Annotated[Path, typer.Option(help="Folder for evaluation.json, evaluation.md and gains.png.")],
-    events: Annotated[str | None, typer.Option(help="Events table.")] = None,
-    profiles: Annotated[str | None, typer.Option(help="Profiles table.")] = None,
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Feature cutoff (ISO time); default: latest event.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")] = None,
+    events: Events = None,
+    profiles: Profiles = None,
+    as_of: AsOf = None,
+    config: ConfigFile = None,
 ) -> None:
     """Hold out converters, train without them, and compare audiences with baselines on them."""
     if events is None and profiles is None:
