@@ -79,7 +79,7 @@ def test_hybrid_drops_the_embedding_for_memorized_seeds(
     flagged_build: BuildPaths, buyers: int, others: int, leans: bool
 ) -> None:
     seeds = pl.Series("user_id", np.r_[np.arange(buyers), np.arange(1000, 1000 + others)])
-    config, warnings = trusted_config(flagged_build, seeds, "hybrid", AudienceConfig())
+    config, warnings = trusted_config(flagged_build.model_dir, flagged_build.conversions, seeds, "hybrid", AudienceConfig())
     assert (config.hybrid_embedding_weight == AudienceConfig().hybrid_embedding_weight) is leans
     assert (config.hybrid_embedding_weight == 0.0) is not leans
     assert bool(warnings) is not leans
@@ -89,7 +89,23 @@ def test_hybrid_drops_the_embedding_for_memorized_seeds(
 
 def test_unflagged_types_and_other_strategies(flagged_build: BuildPaths) -> None:
     joiners = pl.Series("user_id", np.arange(100, 200))
-    assert trusted_config(flagged_build, joiners, "hybrid", AudienceConfig()) == (AudienceConfig(), [])
+    assert trusted_config(flagged_build.model_dir, flagged_build.conversions, joiners, "hybrid", AudienceConfig()) == (AudienceConfig(), [])
     buyers = pl.Series("user_id", np.arange(100))
-    config, warnings = trusted_config(flagged_build, buyers, "contrast", AudienceConfig())
+    config, warnings = trusted_config(flagged_build.model_dir, flagged_build.conversions, buyers, "contrast", AudienceConfig())
     assert config == AudienceConfig() and "scores in the embedding only" in warnings[0]
+
+
+def test_evaluation_scores_the_default_as_an_export_would(flagged_build: BuildPaths) -> None:
+    from lookalike.core.config import LookalikeConfig
+    from lookalike.evaluation.evaluate import _as_exported
+    from lookalike.evaluation.split import TypeSplit
+
+    said: list[str] = []
+    buyers = TypeSplit(pl.Series("user_id", np.arange(80)), pl.Series("user_id", [80]), "random")
+    config = _as_exported(LookalikeConfig(), flagged_build.model_dir, flagged_build.conversions,
+                          buyers, said.append)
+    assert config.audience.hybrid_embedding_weight == 0.0 and "memorized" in said[0]
+    joiners = TypeSplit(pl.Series("user_id", np.arange(100, 180)), pl.Series("user_id", [180]),
+                        "random")
+    assert _as_exported(LookalikeConfig(), flagged_build.model_dir, flagged_build.conversions,
+                        joiners, said.append) == LookalikeConfig()

@@ -209,7 +209,7 @@ def export_audience(
         seed_ids = population.ids[selection.seeds.rows]
         guard_seed_difference(seed_ids, last_export.with_name(LAST_SEEDS_NAME), config)
         target = resolve_size(size, fraction, selection.n_candidates, cfg.min_audience_size)
-    cfg, trust_warnings = trusted_config(build, seed_ids, strategy, cfg)
+    cfg, trust_warnings = trusted_config(build.model_dir, build.conversions, seed_ids, strategy, cfg)
     export_warnings = [*trust_warnings, *_size_warnings(size, selection.n_candidates)]
     for warning in export_warnings:
         progress(f"warning: {warning}")

@@ -10,37 +10,41 @@ of such seeds says so in its report.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from lookalike.core.artifacts import read_json
 from lookalike.core.config import AudienceConfig
-from lookalike.core.workdir import BuildPaths
+from lookalike.encoder.model import MANIFEST_FILE
 
 MEMORIZED_SEED_SHARE = 0.5  # seeds of a memorized type above this share make the list "memorized"
 
 
-def memorized_types(build: BuildPaths) -> dict[str, dict[str, Any]]:
-    """The build's memorization figures of the conversion types it flagged (none for a model
+def memorized_types(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """The model's memorization figures of the conversion types it flagged (none for a model
     trained before the figures were recorded)."""
-    figures = read_json(build.model_dir / "model.json").get("memorization", {})
+    figures = read_json(model_dir / MANIFEST_FILE).get("memorization", {})
     return {name: f for name, f in figures.items() if f["flagged"]}
 
 
 def trusted_config(
-    build: BuildPaths, seed_ids: pl.Series, strategy: str, config: AudienceConfig
+    model_dir: Path, conversions: Path, seed_ids: pl.Series, strategy: str, config: AudienceConfig
 ) -> tuple[AudienceConfig, list[str]]:
     """The audience config to score ``seed_ids`` with, and the warnings for the report.
+
+    ``model_dir`` holds the trained model (its ``model.json``), ``conversions`` the conversions it
+    was trained on.
 
     When more than half of the seeds are converters of a type the build flagged as memorized,
     ``hybrid`` scores with ``hybrid_embedding_weight`` 0 (the gradient-boosted model on the input
     features alone); the embedding-only strategies keep scoring, with a warning.
     """
-    flagged = memorized_types(build)
+    flagged = memorized_types(model_dir)
     if not flagged or seed_ids.len() == 0:
         return config, []
-    converters = pl.read_parquet(build.conversions, columns=["user_id", "conversion_type"])
+    converters = pl.read_parquet(conversions, columns=["user_id", "conversion_type"])
     for name, figures in sorted(flagged.items()):
         of_type = converters.filter(pl.col("conversion_type") == name).get_column("user_id")
         share = float(seed_ids.is_in(of_type.implode()).mean())

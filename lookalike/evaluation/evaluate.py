@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from lookalike.audience.trust import trusted_config
 from lookalike.core.artifacts import atomic_write
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
 from lookalike.core.errors import InputError
@@ -78,13 +79,26 @@ def evaluate(
                     progress=say)
     population = load_population(build.features, build.spec, trained.model_dir)
     types = {
-        name: evaluate_type(population, name, split, name in trained.converters, config, say)
+        name: evaluate_type(population, name, split, name in trained.converters,
+                            _as_exported(config, trained.model_dir, training_path, split, say), say)
         for name, split in splits.items()
     }
     training = {"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
                 "stop_reason": trained.stop_reason, "seconds": round(trained.elapsed_seconds, 1),
                 "validation_recall": trained.validation_recall}
     return write_report(Path(out_dir), types, training, config)
+
+
+def _as_exported(
+    config: LookalikeConfig, model_dir: Path, training: Path, split: TypeSplit, say: Progress
+) -> LookalikeConfig:
+    """The config an export of these seeds would score with: the hybrid strategy leaves out the
+    embedding when the model memorized the seeds' type (:func:`lookalike.audience.trust.trusted_config`)."""
+    audience, warnings = trusted_config(model_dir, training, split.seeds,
+                                        config.audience.strategy, config.audience)
+    for warning in warnings:
+        say(f"warning: {warning}")
+    return config.model_copy(update={"audience": audience})
 
 
 def evaluable_splits(conversions: pl.DataFrame, config: LookalikeConfig) -> dict[str, TypeSplit]:
