@@ -52,6 +52,9 @@ def hand_ranked_recalls(build, seed_rows, sizes, config):
     eligible = np.setdiff1d(np.arange(N), seed_rows)
     ranked, background = split_sample(eligible, config, rng)
     halves = None if background is None else [background]
+    fold_config = config.model_copy(
+        update={"boosting_learning_rate": config.quality_boosting_learning_rate}
+    )
     inside = {n: [] for n in sizes}
     for held in folds:
         trained = seed_rows[np.setdiff1d(np.arange(len(seed_rows)), held)]
@@ -59,7 +62,7 @@ def hand_ranked_recalls(build, seed_rows, sizes, config):
         problem = ExpansionProblem(embeddings, embeddings[trained], np.ones(len(trained)), trained,
                                    excluded, N - len(excluded), N - len(excluded), features,
                                    background_halves=halves)
-        expansion = expand_seeds(problem, ExactSearch(embeddings), "hybrid", config)
+        expansion = expand_seeds(problem, ExactSearch(embeddings), "hybrid", fold_config)
         score = dict(zip(expansion.rows.tolist(), expansion.scores.tolist(), strict=True))
         for s in seed_rows[held].tolist():
             above = sum(score[c] > score[s] or (score[c] == score[s] and c < s)

@@ -115,6 +115,7 @@ def boosted_log_odds(
     halves: Sequence[np.ndarray],
     rows: np.ndarray,
     random_state: int,
+    learning_rate: float = 0.1,
 ) -> np.ndarray:
     """Cross-fitted log-odds of "seed" for ``rows`` (sorted) from gradient-boosted classifiers.
 
@@ -139,7 +140,9 @@ def boosted_log_odds(
         y = np.r_[np.ones(len(seeds)), np.zeros(len(sampled[i]))]
         weights = None if unweighted else np.r_[seed_weights, np.ones(len(sampled[i]))]
         stopping = min(len(seeds), len(sampled[i])) >= MIN_ROWS_FOR_EARLY_STOPPING
-        model = HistGradientBoostingClassifier(early_stopping=stopping, random_state=random_state)
+        model = HistGradientBoostingClassifier(
+            learning_rate=learning_rate, early_stopping=stopping, random_state=random_state
+        )
         return model.fit(x, y, sample_weight=weights)
 
     return cross_fitted_scores(

@@ -8,7 +8,8 @@ that is all of them, and each fold repeats the export (cross-fitting included). 
 seeded sample of ``audience.quality_candidates`` is ranked, and contrast and hybrid fit one model
 against a further ``audience.quality_background`` sampled users, who are not ranked: the export
 scores most users by the mean of two models cross-fitted on its background, and the estimate's
-cost is mostly its fits. Each held-out seed is placed in the strategy's own order (score, then
+cost is mostly its fits, which is also why its gradient boosting (hybrid) learns at
+``audience.quality_boosting_learning_rate`` (0.2: half the trees). Each held-out seed is placed in the strategy's own order (score, then
 row): with ``m`` users ranked out of ``E`` eligible, it counts as within a size ``n`` when fewer
 than ``n * m / E`` ranked users come before it (when ``m = E``: its rank among the eligible users
 and itself is at most ``n``). Then, over all held-out seeds:
@@ -19,7 +20,8 @@ and itself is at most ``n``). Then, over all held-out seeds:
 
 Intervals: 95% percentile bootstrap over the held-out seeds (``audience.quality_bootstrap``
 resamples). What they leave out, all pessimistic but the last: each fold trains on
-``(k - 1) / k`` of the seeds (and, sampled, one model instead of the mean of two); held-out seeds
+``(k - 1) / k`` of the seeds (and, sampled, one model instead of the mean of two; hybrid's
+boosting at 0.2, AUC -0.0009 on synthetic draws, RESULTS.md 2026-12-01); held-out seeds
 that the encoder trained on as converters can rank above converters it never saw (memorization:
 optimistic on a trained conversion type). benchmarks/estimate_calibration.py checks the interval
 against converters a build never saw.
@@ -84,10 +86,11 @@ def estimate_quality(
     if not config.quality_estimate:
         return None
     eligible = problem.n_candidates
-    sizes = {"audience": audience_size}
-    sizes |= {f"tier {t:g}": band_size(t, eligible) for t in config.tiers}
-    sizes = {label: n for label, n in sizes.items() if n > 0}
-    depth = max(sizes.values(), default=0) / max(eligible, 1)
+    tiers = [(f"tier {t:g}", t, band_size(t, eligible)) for t in config.tiers]
+    sizes = [
+        (label, tier, n) for label, tier, n in [("audience", None, audience_size), *tiers] if n
+    ]
+    depth = max((n for _, _, n in sizes), default=0) / max(eligible, 1)
     ranks = held_out_ranks(problem, strategy, config, depth)
     if ranks is None:
         return None
@@ -100,9 +103,7 @@ def estimate_quality(
         "ranked_users": ranks.ranked,
         "eligible_users": eligible,
         "bootstrap": config.quality_bootstrap,
-        "sizes": [
-            size_figures(ranks, label, n, resamples, _tier_of(label)) for label, n in sizes.items()
-        ],
+        "sizes": [size_figures(ranks, label, n, resamples, tier) for label, tier, n in sizes],
     }
 
 
@@ -130,10 +131,6 @@ def quality_table(quality: dict[str, Any] | None) -> list[dict[str, Any]]:
         }
         for row in quality["sizes"]
     ]
-
-
-def _tier_of(label: str) -> float | None:
-    return float(label.removeprefix("tier ")) if label.startswith("tier ") else None
 
 
 def size_figures(
@@ -203,7 +200,12 @@ def held_out_ranks(
     # knn's lists reach as far into the ranked sample as into the eligible users
     rate = len(ranked) / max(problem.n_candidates, 1)
     depth_k = max(1, round(config.neighbours_per_seed * rate))
-    fold_config = config.model_copy(update={"neighbours_per_seed": depth_k})
+    fold_config = config.model_copy(
+        update={
+            "neighbours_per_seed": depth_k,
+            "boosting_learning_rate": config.quality_boosting_learning_rate,
+        }
+    )
     above = []
     for held in folds:
         trained = np.setdiff1d(seeds, held)

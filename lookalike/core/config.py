@@ -254,6 +254,11 @@ class AudienceConfig(_Section):
         "fitted against, half per cross-fitted model (a seeded sample of contrast's): 20,000 "
         "ranked as well as 50,000 with fits 27-58% faster (RESULTS.md, 2026-12-01).",
     )
+    boosting_learning_rate: float = Field(
+        0.1, gt=0.0, le=1.0, description="Learning rate of the hybrid strategy's gradient boosting "
+        "(scikit-learn's default); 0.2 fits about half the trees at AUC -0.0009 on average over 12 "
+        "synthetic type-draws (RESULTS.md, 2026-12-01).",
+    )
     exact_search_max_candidates: int = Field(
         200_000,
         ge=0,
@@ -280,6 +285,11 @@ class AudienceConfig(_Section):
         10_000, ge=2, description="Eligible users (a seeded sample, never ranked) that contrast and "
         "hybrid fit one model against in each fold of the quality estimate when the eligible users "
         "outnumber contrast_background (an export then cross-fits two): one boosting half's size.",
+    )
+    quality_boosting_learning_rate: float = Field(
+        0.2, gt=0.0, le=1.0, description="boosting_learning_rate in the quality estimate's folds: "
+        "their fits are most of its cost, and 0.2 halves them for AUC -0.0009 (RESULTS.md, "
+        "2026-12-01): the estimate errs low by about that.",
     )
     quality_max_seeds: int = Field(
         1000, ge=2, description="Seeds the quality estimate splits into folds (a seeded sample "

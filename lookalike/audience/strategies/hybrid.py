@@ -54,7 +54,7 @@ def score_hybrid(
     boosting_halves = subsample_halves(halves, config.boosting_background, config.seed)
     boosted = boosted_log_odds(
         problem.features, problem.seed_rows[fitted], weights / weights.mean(), boosting_halves,
-        candidates, config.seed,
+        candidates, config.seed, config.boosting_learning_rate,
     )
     score = config.hybrid_embedding_weight * embedding + boosted
     rows, best = top_ranked(candidates, score, problem.size)
