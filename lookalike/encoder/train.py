@@ -535,7 +535,7 @@ def memorization(
     flagged when the embedding scores above ``tc.memorization_limit`` and above the raw features:
     the encoder put *these* users somewhere new converters do not follow, and an audience built on
     them in the embedding would find fewer new converters than its seeds suggest. ``None``
-    figures: fewer than 5 held-out converters.
+    figures: fewer than ``tc.memorization_min_heldout`` held-out converters, too few to judge.
     """
     rng = _rng(tc.seed, MEMORIZATION_STREAM)
     figures = {}
@@ -543,7 +543,7 @@ def memorization(
                                          strict=True):
         seeds = _sorted_sample(train_rows, tc.validation_max_seeds, rng)
         rows = np.concatenate([seeds, heldout])
-        if len(heldout) < 5:
+        if len(heldout) < tc.memorization_min_heldout:
             figures[name] = {"embedding": None, "raw": None, "heldout": len(heldout),
                              "flagged": False}
             continue
