@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lookalike.core.artifacts import (
+    ReportFiles,
     atomic_write,
     read_json,
     sha256_file,
@@ -102,12 +103,11 @@ EXPORT_READS = (
 
 
 @dataclass(frozen=True)
-class ExportResult:
-    """Where the export went and a small JSON-able summary (size, tiers, warnings, timings)."""
+class ExportResult(ReportFiles):
+    """Where the export and its report went, and a small JSON-able summary (size, tiers,
+    warnings, timings)."""
 
     audience: Path
-    report_json: Path
-    report_md: Path
     summary: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
@@ -305,7 +305,7 @@ def export_audience(
         "warnings": report["warnings"],
         "timings_s": timings,
     }
-    return ExportResult(out, report_json, report_md, summary)
+    return ExportResult(report_json=report_json, report_md=report_md, audience=out, summary=summary)
 
 
 def _size_warnings(size: int | None, n_candidates: int) -> list[str]:

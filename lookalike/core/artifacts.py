@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +154,11 @@ def sweep_temp_files_of(target: str | Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """A report written twice: JSON for programs, Markdown for people."""
+
+    report_json: Path
+    report_md: Path

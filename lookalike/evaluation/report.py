@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lookalike.core.artifacts import atomic_write, write_json
+from lookalike.core.artifacts import ReportFiles, atomic_write, write_json
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
 from lookalike.evaluation.metrics import Difference, MethodFigures
 from lookalike.evaluation.split import TypeSplit
@@ -62,11 +62,9 @@ class TypeEvaluation:
 
 
 @dataclass(frozen=True)
-class EvaluationResult:
-    """Where the report went and the figures in it."""
+class EvaluationResult(ReportFiles):
+    """Where the report and its gains plot went, and the figures in it."""
 
-    report_json: Path
-    report_md: Path
     gains_png: Path
     types: dict[str, TypeEvaluation]
     training: dict[str, Any]
@@ -87,7 +85,8 @@ def write_report(
     with atomic_write(report_md) as tmp:
         tmp.write_text(markdown_report(types, training, config.evaluate))
     gains_png = plot_gains(types, out_dir / GAINS_PNG)
-    return EvaluationResult(report_json, report_md, gains_png, types, training)
+    return EvaluationResult(report_json=report_json, report_md=report_md, gains_png=gains_png,
+                            types=types, training=training)
 
 
 def markdown_report(
