@@ -8,6 +8,7 @@ import json
 import numpy as np
 import polars as pl
 import pytest
+from threadpoolctl import threadpool_limits
 from audience_fixtures import clustered_embeddings, write_build, write_ids
 
 from lookalike.audience.export import export_audience
@@ -22,6 +23,16 @@ from lookalike.search.neighbours import ExactSearch
 from lookalike.testing.toy_tables import toy_spec
 
 N = 600
+
+
+@pytest.fixture(autouse=True)
+def one_openmp_thread():
+    """Gradient boosting on one OpenMP thread: these tests fit many small models, and two threads
+    spinning on a busy 2-core machine took this file from 12 s to 350 s (2026-12-07)."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 TIERS = [0.05, 0.1, 0.2]
 AUDIENCE = AudienceConfig(min_audience_size=10, min_seed_size=20, tiers=TIERS, quality_folds=3)
 
