@@ -8,8 +8,8 @@ import json
 import numpy as np
 import polars as pl
 import pytest
-from threadpoolctl import threadpool_limits
 from audience_fixtures import clustered_embeddings, write_build, write_ids
+from threadpoolctl import threadpool_limits
 
 from lookalike.audience.export import export_audience
 from lookalike.audience.propensity import ParquetFeatures
