@@ -8,11 +8,11 @@ that is all of them, and each fold repeats the export (cross-fitting included). 
 seeded sample of ``audience.quality_candidates`` is ranked, and contrast and hybrid fit one model
 against a further ``audience.quality_background`` sampled users, who are not ranked: the export
 scores most users by the mean of two models cross-fitted on its background, and the estimate's
-cost is mostly its fits, which is also why its gradient boosting (hybrid) learns at
-``audience.quality_boosting_learning_rate`` (0.2: half the trees). Each held-out seed is placed in the strategy's own order (score, then
-row): with ``m`` users ranked out of ``E`` eligible, it counts as within a size ``n`` when fewer
-than ``n * m / E`` ranked users come before it (when ``m = E``: its rank among the eligible users
-and itself is at most ``n``). Then, over all held-out seeds:
+cost is mostly its fits (``audience.quality_boosting_learning_rate`` 0.2 would halve the
+hybrid's, at a lower estimate). Each held-out seed is placed in the strategy's own order (score,
+then row): with ``m`` users ranked out of ``E`` eligible, it counts as within a size ``n`` when
+fewer than ``n * m / E`` ranked users come before it (when ``m = E``: its rank among the eligible
+users and itself is at most ``n``). Then, over all held-out seeds:
 
 - recall@n = share of held-out seeds within ``n``: the expected share of future converters like
   the seeds that an audience of ``n`` finds;
@@ -20,8 +20,7 @@ and itself is at most ``n``). Then, over all held-out seeds:
 
 Intervals: 95% percentile bootstrap over the held-out seeds (``audience.quality_bootstrap``
 resamples). What they leave out, all pessimistic but the last: each fold trains on
-``(k - 1) / k`` of the seeds (and, sampled, one model instead of the mean of two; hybrid's
-boosting at 0.2, AUC -0.0009 on synthetic draws, RESULTS.md 2026-12-01); held-out seeds
+``(k - 1) / k`` of the seeds (and, sampled, one model instead of the mean of two); held-out seeds
 that the encoder trained on as converters can rank above converters it never saw (memorization:
 optimistic on a trained conversion type). benchmarks/estimate_calibration.py checks the interval
 against converters a build never saw.
