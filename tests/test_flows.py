@@ -58,7 +58,7 @@ FAST_SETTINGS: dict[str, dict[str, Any]] = {
     # ef above the shard size makes HNSW search exhaustive, so any runner gives the same answer
     "index": {"shards": SHARDS, "ef": 5000, "recall_queries": 50, "threads": 1},
     "audience": {"min_audience_size": 10, "min_seed_size": 20, "distinctiveness_sample": 500,
-                 "report_sample": 1000},
+                 "report_sample": 1000, "quality_estimate": False},
 }
 
 

@@ -19,6 +19,8 @@ def fast_config(**train: object) -> LookalikeConfig:
     return LookalikeConfig.model_validate(
         {
             "model": {"embedding_dim": 16, "hidden_dims": [64], "numeric_bins": 8},
+            # the export's quality estimate refits the strategy per fold: its own tests turn it on
+            "audience": {"quality_estimate": False},
             "train": {
                 "epochs": 2,
                 "converters_per_type": 32,
@@ -42,7 +44,8 @@ def reliability_config(**sections: dict) -> LookalikeConfig:
     """The fast test config with a single-threaded index (bit-reproducible) and small minimums."""
     base = fast_config().model_dump()
     base["index"] = {"threads": 1, "recall_queries": 50, "recall_floor": 0.5}
-    base["audience"] = {"min_seed_size": 5, "warn_seed_size": 5, "min_audience_size": 20,
+    base["audience"] = {"quality_estimate": False, "min_seed_size": 5, "warn_seed_size": 5,
+                        "min_audience_size": 20,
                         "distinctiveness_sample": 500, "report_sample": 500}
     base["privacy"] = {"min_seed_difference": 10}
     for name, values in sections.items():
