@@ -131,12 +131,13 @@ def test_self_supervised_term_keeps_what_the_one_trained_type_does_not_need(
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_corrupted_anchors_keep_training_converters_from_being_memorized(
+def test_training_converters_are_not_memorized(
     make_config: ConfigFactory, tmp_path: Path, seed: int
 ) -> None:
-    """Without corrupted anchors, the converters trained on sit much closer to their own centroid
-    than held-out converters of the same type do: the encoder memorized them. Seed lists are
-    usually those converters, so the gap (measured on embeddings) must shrink with corruption."""
+    """The converters trained on must not sit much closer to their own centroid than held-out
+    converters of the same type (seed lists are usually those converters). Before a converter
+    counted at most once an epoch, the gap was above 0.15 without corrupted anchors on these
+    tables; now it stays small with or without them."""
     toy = write_toy_tables(tmp_path / "data", 6000, seed=seed, conversion_types=("purchase",))
     training, heldout = hold_out_users(toy, 0.3, tmp_path)
     ids = pl.read_parquet(toy.features, columns=["user_id"]).get_column("user_id")
@@ -153,8 +154,7 @@ def test_corrupted_anchors_keep_training_converters_from_being_memorized(
         gaps[rate] = float(np.mean(embeddings[trained_rows] @ centroid)
                            - np.mean(embeddings[heldout_rows] @ centroid))
     print(f"cosine gap, trained minus held-out converters, by anchor corruption rate: {gaps}")
-    assert gaps[0.0] > 0.15  # the failure this guards against is there without the corruption
-    assert gaps[0.3] < 0.7 * gaps[0.0]
+    assert gaps[0.0] < 0.15 and gaps[0.3] < 0.15
 
 
 def weights_and_embeddings(model_dir: Path, toy: ToyPaths) -> tuple[str, np.ndarray]:
