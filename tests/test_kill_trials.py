@@ -15,6 +15,7 @@ from lookalike.testing.kill_harness import (
     WRITERS,
     Timeline,
     check_state,
+    kill_at,
     kill_build_after,
     kill_trial,
     prepare,
@@ -62,6 +63,17 @@ def test_kills_in_every_writers_window_land_mid_job_and_leave_complete_states(se
     assert figures["problems"] == []
     assert figures["corrupt_states"] == 0
     assert all(figures[writer]["landed_share"] >= 0.9 for writer in WRITERS), figures
+
+
+@pytest.mark.slow
+def test_an_erasure_killed_at_its_folder_swap_leaves_a_complete_current_build(setup, timelines):
+    """Just before the exchange the old build is current, just after it the erased one (the old
+    build then waits in the staging folder for the rerun to delete it)."""
+    timeline = timelines["erase"]
+    swap = [f"{e.kind} {e.name}" for e in timeline.events].index(f"exchange {setup.first_build}") + 1
+    trials = [kill_at(setup, "erase", timeline, index, 0.0) for index in (swap, swap + 1)]
+    assert [(t.event.split()[0], t.landed, t.survived, t.restarted) for t in trials] == [
+        ("exchange", True, True, True), ("rmtree", True, True, True)]
 
 
 @pytest.mark.slow

@@ -253,10 +253,16 @@ def record_timeline(setup: Setup, writer: str) -> Timeline:
 
 
 def kill_trial(setup: Setup, writer: str, timeline: Timeline, rng: np.random.Generator) -> Trial:
-    """Kill the writer's job at a random point of its window, check, restart, check, reset."""
+    """Kill the writer's job at a random point of its window (see :func:`kill_at`)."""
     index = int(rng.choice(timeline.window(writer, setup.audience.name)))
     last = index == len(timeline.events)  # after the job's last write nothing is left to hit
     delay = 0.0 if last or rng.random() < 0.5 else float(rng.uniform(0.0, timeline.gap(index)))
+    return kill_at(setup, writer, timeline, index, delay)
+
+
+def kill_at(setup: Setup, writer: str, timeline: Timeline, index: int, delay: float) -> Trial:
+    """Kill the writer's job at event ``index`` (just before it when ``delay`` is 0, else that
+    long after it starts), check, restart, check, reset."""
     job = JOB_OF[writer]
     finished, lines = _run_job(setup, job, kill_at=index, delay=delay)
     landed = not finished and not any(line.startswith("done ") for line in lines)
