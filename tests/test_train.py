@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -276,6 +277,18 @@ def test_progress_reports_loss_recall_and_time(
     run(toy, tmp_path, make_config(epochs=1), progress=messages.append)
     (line,) = [m for m in messages if m.startswith("epoch 1/1")]
     assert "loss" in line and "recall" in line and line.endswith("s")
+
+
+def test_progress_gives_an_eta_at_the_pace_of_the_epochs_so_far(
+    toy: ToyPaths, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    messages: list[str] = []
+    run(toy, tmp_path, make_config(epochs=3, patience=3), progress=messages.append)
+    epochs = [m for m in messages if m.startswith("epoch ")]
+    first = re.search(r"\), ([0-9.]+)s, ETA ([0-9]+)s$", epochs[0])
+    assert first, epochs[0]
+    assert abs(int(first[2]) - 2 * float(first[1])) <= 0.6  # 2 more epochs at the first one's pace
+    assert "ETA" not in epochs[-1] and epochs[-1].startswith("epoch 3/3")
 
 
 def test_time_budget_stops_between_epochs(
