@@ -44,7 +44,7 @@ def embed_task(build: BuildPaths) -> dict[str, Any]:
 def index_shard_task(build: BuildPaths, request: steps.BuildRequest, shard: int,
                      n_shards: int) -> dict[str, Any]:
     """HNSW index of one of ``n_shards`` shards of the population."""
-    return steps.step_index_shard(build, request, shard, n_shards)
+    return steps.step_index_shard(build, request, shard, n_shards, progress=log)
 
 
 @task(name="index-manifest", cache_policy=NO_CACHE)

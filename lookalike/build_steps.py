@@ -267,13 +267,13 @@ def index_shard_count(build: BuildPaths, request: BuildRequest) -> int:
     return shard_count(len(open_embeddings(build.embeddings)), request.config.index)
 
 
-def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int,
-                     n_shards: int) -> dict[str, Any]:
+def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int, n_shards: int,
+                     progress: Progress | None = None) -> dict[str, Any]:
     """Build one shard's HNSW index (shards are independent: a task runner may run them at once)."""
     from lookalike.search.index import build_shard
 
     info = build_shard(build.embeddings, build.users, shard, n_shards, build.index_dir,
-                       request.config.index)
+                       request.config.index, progress=progress)
     return asdict(info)
 
 
@@ -342,7 +342,7 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
         shards: list[dict[str, Any]] = []
         started = time.monotonic()
         for shard in range(n_shards):
-            shards.append(step_index_shard(build, request, shard, n_shards))
+            shards.append(step_index_shard(build, request, shard, n_shards, progress))
             progress(shard_line(shards, n_shards, time.monotonic() - started))
         steps["index"] = step_index_manifest(build, request, shards, progress)
         finalize_build(workdir, build, request, fingerprints, steps)

@@ -245,6 +245,18 @@ def test_shards_hold_global_row_labels_split_by_user_id_hash(tmp_path: Path) -> 
         np.testing.assert_array_equal(stored, wanted)
 
 
+def test_shard_build_reports_users_added_with_an_eta(tmp_path: Path) -> None:
+    emb_path, users_path = write_population(tmp_path / "population", clustered_vectors(1000, 8, 0))
+    lines: list[str] = []
+    config = CONFIG.model_copy(update={"add_batch_rows": 50})
+    index_module.build_shard(emb_path, users_path, 0, 1, tmp_path / "index", config,
+                             progress=lines.append)
+    added = [int(line.split(", ")[1].split(" of ")[0].replace(",", "")) for line in lines]
+    assert added == list(range(100, 1000, 100))
+    assert all(line.startswith("index: shard 1/1, ") and " of 1,000 users added " in line
+               and ", ETA " in line for line in lines)
+
+
 def test_sharded_search_equals_one_index_and_exact_search(tmp_path: Path) -> None:
     embeddings = clustered_vectors(2000, 24, 0)
     queries = clustered_vectors(40, 24, 5)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from lookalike.core.artifacts import (
 from lookalike.core.config import IndexConfig
 from lookalike.core.errors import ArtifactError, LookalikeError
 from lookalike.core.parallel import usable_cores
+from lookalike.core.progress import Progress, eta
 from lookalike.search.exact import exact_search
 from lookalike.search.manifest import (
     SPACE,
@@ -98,13 +100,15 @@ def build_shard(
     out_dir: Path,
     config: IndexConfig,
     exclude_labels: np.ndarray | None = None,
+    progress: Progress | None = None,
 ) -> ShardInfo:
     """Build and save the hnswlib index of one shard; labels are global embedding row positions.
 
     Reads ``add_batch_rows`` embedding rows at a time (the file is memory-mapped), so memory stays
     at the index plus one batch. ``exclude_labels`` are rows left out (erased users, see
     :func:`compact`). Independent per shard: shards may be built in parallel processes, then
-    :func:`write_index_manifest` is called once with all the returned infos.
+    :func:`write_index_manifest` is called once with all the returned infos. ``progress`` gets a
+    line with users added and an ETA about every tenth of the shard.
     """
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} is outside [0, {n_shards})")
@@ -122,10 +126,17 @@ def build_shard(
     )
     threads = _threads(config)
     rows = locality_order(embeddings, rows, config)
+    started, next_report = time.monotonic(), len(rows) / 10
     for start in range(0, len(rows), config.add_batch_rows):
         batch = rows[start : start + config.add_batch_rows]
         vectors = unit_vectors(embeddings[batch], embeddings.shape[1], f"{embeddings_path}")
         index.add_items(vectors, batch, num_threads=threads)
+        added = start + len(batch)
+        if progress is not None and next_report <= added < len(rows):
+            next_report = added + len(rows) / 10
+            seconds = time.monotonic() - started
+            progress(f"index: shard {shard + 1}/{n_shards}, {added:,} of {len(rows):,} users added "
+                     f"in {seconds:.1f}s{eta(added, len(rows), seconds)}")
     return _save_shard(index, Path(out_dir), shard, n_shards)
 
 
