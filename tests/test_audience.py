@@ -431,7 +431,8 @@ def test_hybrid_adds_weighted_contrast_and_boosted_log_odds(embeddings, weighted
     contrast = naive_contrast(embeddings, problem.seed_vectors, weights, allowed, 0.5)
     contrast_logits = np.array([math.log(contrast[r] / (1 - contrast[r])) for r in rows])
     boosted = boosted_log_odds(ArrayFeatures(features), seeds, weights / weights.mean(),
-                               random_halves(rows, len(rows), 0), rows, random_state=0)
+                               random_halves(rows, len(rows), 0), rows, random_state=0,
+                               linear_share=config.hybrid_linear_share)  # 40 seeds: blended
 
     score = config.hybrid_embedding_weight * contrast_logits + boosted
     expected = dict(zip(rows.tolist(), score, strict=True))
@@ -488,11 +489,27 @@ def test_hybrid_fits_its_boosting_against_a_sample_of_each_half(embeddings):
     assert all(np.isin(part, half).all() for part, half in zip(sampled, halves, strict=True))
     embedding = contrast_log_odds(problem, halves, config.contrast_c)[rows]
     boosted = boosted_log_odds(ArrayFeatures(features), seeds, np.ones(len(seeds)), sampled, rows,
-                               random_state=config.seed)
+                               random_state=config.seed, linear_share=config.hybrid_linear_share)
     score = config.hybrid_embedding_weight * embedding + boosted
     reference_rows, reference_scores = top_ranked(rows, score, 60)
     np.testing.assert_array_equal(result.rows, reference_rows)
     np.testing.assert_allclose(result.scores, reference_scores)
+
+
+def test_hybrid_blends_a_linear_model_only_below_its_seed_count(embeddings):
+    rng = np.random.default_rng(9)
+    features = np.column_stack([np.arange(N) % 6 == 1, rng.normal(size=(N, 3))]).astype(np.float32)
+    seeds = seeds_in_clusters(N, (1,), 40)
+    problem, _ = make_problem(embeddings, seeds, 60, features=features)
+    search = ExactSearch(embeddings)
+    shares = {limit: expand_seeds(problem, search, "hybrid",
+                                  AudienceConfig(hybrid_linear_max_seeds=limit)).effort["linear_share"]
+              for limit in (40, 41)}
+    assert shares == {40: 0.0, 41: AudienceConfig().hybrid_linear_share}
+    boosting_only = AudienceConfig(hybrid_linear_max_seeds=40)
+    same = AudienceConfig(hybrid_linear_max_seeds=41, hybrid_linear_share=0.0)
+    np.testing.assert_array_equal(expand_seeds(problem, search, "hybrid", boosting_only).scores,
+                                  expand_seeds(problem, search, "hybrid", same).scores)
 
 
 def test_hybrid_without_features_is_refused(embeddings):

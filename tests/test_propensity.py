@@ -8,6 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from lookalike.audience.crossfit import random_halves
 from lookalike.core.errors import ArtifactError
@@ -74,26 +77,33 @@ def test_a_feature_table_in_another_order_is_refused(table) -> None:
         features.check_rows(ids.head(10))
 
 
-def test_boosted_log_odds_are_cross_fitted_by_the_other_half() -> None:
+@pytest.mark.parametrize("linear_share", [0.0, 0.5, 1.0])
+def test_boosted_log_odds_are_cross_fitted_by_the_other_half(linear_share: float) -> None:
     rng = np.random.default_rng(0)
     matrix = rng.normal(size=(400, 5)).astype(np.float32)
+    matrix[:, 4] = matrix[:, 4] * 50 + 10  # a column on another scale: the linear model standardizes
     seed_rows = np.flatnonzero(rng.random(400) < 1 / (1 + np.exp(2.0 - 2.0 * matrix[:, 0])))
     weights = rng.uniform(0.5, 2.0, len(seed_rows))
     rows = np.setdiff1d(np.arange(400), seed_rows)
     halves = random_halves(rows, 200, seed=3)
-    got = boosted_log_odds(ArrayFeatures(matrix), seed_rows, weights, halves, rows, random_state=1)
+    got = boosted_log_odds(ArrayFeatures(matrix), seed_rows, weights, halves, rows, random_state=1,
+                           linear_share=linear_share)
 
-    models = []
-    for half in halves:  # the reference: both models fitted here, each row scored by hand
+    logits = []
+    for half in halves:  # the reference: every model fitted here, each row scored by hand
         x = np.vstack([matrix[seed_rows], matrix[half]])
         y = np.r_[np.ones(len(seed_rows)), np.zeros(len(half))]
-        model = HistGradientBoostingClassifier(early_stopping=True, random_state=1)
-        models.append(model.fit(x, y, sample_weight=np.r_[weights, np.ones(len(half))]))
-    logits = [m.decision_function(matrix) for m in models]
+        sample_weight = np.r_[weights, np.ones(len(half))]
+        boosted = HistGradientBoostingClassifier(early_stopping=True, random_state=1)
+        boosted.fit(x, y, sample_weight=sample_weight)
+        linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        linear.fit(x, y, logisticregression__sample_weight=sample_weight)
+        logits.append((1 - linear_share) * boosted.decision_function(matrix)
+                      + linear_share * linear.decision_function(matrix))
     expected = []
     for row in rows:
         owner = [i for i, half in enumerate(halves) if row in half]
         expected.append(logits[1 - owner[0]][row] if owner else (logits[0][row] + logits[1][row]) / 2)
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     # the signal is found: seeds are likelier where the first feature is high
     assert got[matrix[rows, 0] > 1.0].mean() > got[matrix[rows, 0] < -1.0].mean() + 1.0

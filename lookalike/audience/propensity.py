@@ -23,6 +23,8 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from lookalike.audience.crossfit import cross_fitted_scores
 from lookalike.core.errors import ArtifactError
@@ -116,6 +118,7 @@ def boosted_log_odds(
     rows: np.ndarray,
     random_state: int,
     learning_rate: float = 0.1,
+    linear_share: float = 0.0,
 ) -> np.ndarray:
     """Cross-fitted log-odds of "seed" for ``rows`` (sorted) from gradient-boosted classifiers.
 
@@ -125,7 +128,8 @@ def boosted_log_odds(
     without signal leave it near-constant rather than fitted to noise. A sampled row
     is scored by the model that did not see it, every other row by the mean of both models'
     log-odds, so no row's score comes from a model that saw it labelled 0. Every sampled row must
-    be among ``rows``.
+    be among ``rows``. With ``linear_share`` above 0 each half's model is a :class:`BlendedModel`:
+    that share of the log-odds comes from a logistic regression (L2, C=1) on standardized inputs.
     """
     halves = [h for h in halves if len(h)]
     seeds, *sampled = np.split(  # one read of the table for seeds and sample
@@ -135,7 +139,7 @@ def boosted_log_odds(
     # scikit-learn bins weighted rows 15x slower: pass weights only when they differ
     unweighted = np.all(seed_weights == 1.0)
 
-    def fit(i: int) -> HistGradientBoostingClassifier:
+    def fit(i: int) -> BlendedModel:
         x = np.vstack([seeds, sampled[i]])
         y = np.r_[np.ones(len(seeds)), np.zeros(len(sampled[i]))]
         weights = None if unweighted else np.r_[seed_weights, np.ones(len(sampled[i]))]
@@ -143,7 +147,12 @@ def boosted_log_odds(
         model = HistGradientBoostingClassifier(
             learning_rate=learning_rate, early_stopping=stopping, random_state=random_state
         )
-        return model.fit(x, y, sample_weight=weights)
+        boosted = model.fit(x, y, sample_weight=weights)
+        if linear_share == 0.0:
+            return BlendedModel(boosted, None, 0.0)
+        scaler = StandardScaler().fit(x)
+        linear = LogisticRegression(max_iter=1000).fit(scaler.transform(x), y, sample_weight=weights)
+        return BlendedModel(boosted, (scaler, linear), linear_share)
 
     return cross_fitted_scores(
         halves, fit,
@@ -154,7 +163,23 @@ def boosted_log_odds(
     )
 
 
-def mean_log_odds(models: Sequence[HistGradientBoostingClassifier], inputs: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class BlendedModel:
+    """Log-odds ``(1 - share) * boosted + share * linear`` (the linear model on standardized inputs)."""
+
+    boosted: HistGradientBoostingClassifier
+    linear: tuple[StandardScaler, LogisticRegression] | None
+    share: float
+
+    def decision_function(self, inputs: np.ndarray) -> np.ndarray:
+        out = self.boosted.decision_function(inputs)
+        if self.linear is None:
+            return out
+        scaler, linear = self.linear
+        return (1.0 - self.share) * out + self.share * linear.decision_function(scaler.transform(inputs))
+
+
+def mean_log_odds(models: Sequence[BlendedModel], inputs: np.ndarray) -> np.ndarray:
     """The models' mean ``decision_function``, in chunks converted to float64 once for all models.
 
     scikit-learn converts its input to float64 on every call; a fresh copy of a 65k-row block of

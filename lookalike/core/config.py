@@ -255,6 +255,16 @@ class AudienceConfig(_Section):
         "weighs 1): 0.5 ranked held-out converters above 1.0 on 9 of 12 synthetic type-draws and on "
         "Bank (RESULTS.md, 2026-12-01).",
     )
+    hybrid_linear_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of a logistic regression's log-odds in the "
+        "hybrid's model of the input features when fewer than hybrid_linear_max_seeds seeds are "
+        "fitted (the gradient boosting's share is 1 minus it): with few seeds the boosting is "
+        "noisy and a linear model ranks the top better (RESULTS.md, real data, 2026-12-07).",
+    )
+    hybrid_linear_max_seeds: int = Field(
+        1000, ge=0, description="From this many fitted seeds on, the hybrid's feature model is the "
+        "gradient boosting alone (on Bank and Adult with 1,000 or more seeds the blend was lower).",
+    )
     boosting_background: int = Field(
         20_000, ge=2, description="Sampled candidates the hybrid strategy's gradient boosting is "
         "fitted against, half per cross-fitted model (a seeded sample of contrast's): 20,000 "
