@@ -71,6 +71,9 @@ class FeatureConfig(_Section):
         return sorted(set(v))
 
 
+EmbeddingStorage = Literal["float32", "float16"]
+
+
 class ModelConfig(_Section):
     """Two-tower encoder shape."""
 
@@ -87,6 +90,11 @@ class ModelConfig(_Section):
     )
     bf16: bool = Field(
         False, description="bfloat16 autocast in the towers, for training and inference (CPU)."
+    )
+    embedding_storage: EmbeddingStorage = Field(
+        "float32", description="dtype of the population's embeddings.npy. float16 halves its "
+        "bytes (64 -> 32 per user at 32 dims); every reader computes in float32, converting a "
+        "block of rows at a time. See benchmarks/RESULTS.md (compact embeddings, 2026-12-07).",
     )
 
 
