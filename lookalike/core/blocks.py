@@ -29,7 +29,8 @@ def row_blocks(n_rows: int, values_per_row: int, budget: int | None = None) -> I
 
 
 def float32_rows(embeddings: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
-    """``embeddings[rows]`` as a float32 array, whatever the stored dtype (float32 or float16).
+    """``embeddings[rows]`` as a new float32 array (writable, so torch can wrap it), whatever the
+    stored dtype (float32 or float16).
 
     Use it in every blocked scan over the population, so that float16 embeddings are converted one
     block at a time and memory stays bounded.
@@ -37,5 +38,5 @@ def float32_rows(embeddings: np.ndarray, rows: slice | np.ndarray) -> np.ndarray
     >>> float32_rows(np.ones((4, 2), dtype=np.float16), slice(1, 3)).dtype
     dtype('float32')
     """
-    return np.asarray(embeddings[rows], dtype=np.float32)
+    return np.array(embeddings[rows], dtype=np.float32)
 
