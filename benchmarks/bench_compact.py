@@ -1,14 +1,14 @@
-"""Compact embeddings: float16 storage and an int8 scan re-ranked in float, against float32.
+"""Compact embeddings: float16 storage (``model.embedding_storage``) against float32.
 
-For each storage (float32 = the reference, float16, int8 codes with a ``rerank_factor * k``
-shortlist re-ranked on float32 vectors) it measures
+For each storage (float32 = the reference, float16) it measures
 
-- bytes per user the scan reads (int8 also keeps the float vectors for the re-ranking);
+- bytes per user of ``embeddings.npy``;
 - recall@100 of ``--queries`` population rows against float32 exact search, and the shortfall:
   the largest gap, over queries, between the 100th float32 similarity and the float32 similarity
-  of the worst user returned (below about 1e-3 the misses are ties);
-- audience overlap: the top K = 1% and 5% users by cosine to a seed centroid (``--seeds`` users of
-  the fewest clusters, excluded), shared with float32's top K, and the same shortfall;
+  of the worst user returned (float16 rounds each side of a cosine by at most 2**-11 relative,
+  so moves it by at most about 1e-3: misses below that are ties at float16's precision);
+- audience overlap: the top K = 1% and 5% users by cosine to a seed centroid (the ``--seeds`` users
+  nearest a random user, excluded), shared with float32's top K, and the same shortfall;
 - scan time (best of ``--repeats``): ``--queries`` queries with k = 100 (knn on exact search), and
   the centroid's top 5% (the centre strategies' one exact pass).
 
@@ -16,7 +16,8 @@ Queries and the centroid are read from the storage under test, as an export read
 Population: clustered unit vectors (``bench_audience.clustered_embeddings``), or a build's
 ``embeddings.npy`` with ``--embeddings``. Run alone (``flock /tmp/lookalike-heavy.lock``):
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_compact.py --users 1000000 --out benchmarks/out/compact-1m.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_compact.py --users 1000000 \
+        --out benchmarks/out/compact-1m.json
 """
 
 from __future__ import annotations
@@ -41,13 +42,9 @@ from bench_audience import clustered_embeddings  # noqa: E402
 from lookalike.core.blocks import float32_rows  # noqa: E402
 from lookalike.search.exact import exact_search  # noqa: E402
 from lookalike.search.index import recall_at_k  # noqa: E402
-from lookalike.search.quantized import Int8Embeddings, quantize_int8  # noqa: E402
 
 K_RECALL = 100
 AUDIENCE_FRACTIONS = (0.01, 0.05)
-
-Search = Callable[[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
-
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -59,7 +56,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--embeddings", type=Path, default=None, help="a build's embeddings.npy")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=1000)
-    parser.add_argument("--rerank-factors", default="2,4")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     return parser.parse_args()
@@ -71,29 +67,15 @@ def population(args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray
     return clustered_embeddings(args.users, args.dim, args.clusters, rng)[0]
 
 
-def storages(vectors: np.ndarray, factors: list[int]) -> dict[str, tuple[np.ndarray, Search, int]]:
-    """name -> (the stored matrix queries are read from, its search, bytes per user)."""
-    half = vectors.astype(np.float16)
-    codes = quantize_int8(vectors)
-    dim = vectors.shape[1]
-
-    def plain(matrix: np.ndarray) -> Search:
-        return lambda q, k, exclude: exact_search(matrix, q, k, exclude)
-
-    def int8(factor: int, codes: Int8Embeddings = codes) -> Search:
-        return lambda q, k, exclude: exact_search(vectors, q, k, exclude, codes, factor)
-
-    found: dict[str, tuple[np.ndarray, Search, int]] = {
-        "float32": (vectors, plain(vectors), 4 * dim),
-        "float16": (half, plain(half), 2 * dim),
-    }
-    for factor in factors:
-        found[f"int8, re-rank {factor}k"] = (vectors, int8(factor), dim)
-    return found
+def storages(vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """storage name -> the population as that storage holds it."""
+    return {"float32": vectors, "float16": vectors.astype(np.float16)}
 
 
-def shortfall(vectors: np.ndarray, queries: np.ndarray, found: np.ndarray, truth_sims: np.ndarray) -> float:
-    """Largest (over queries) k-th true similarity minus the float32 similarity of the worst found."""
+def shortfall(
+    vectors: np.ndarray, queries: np.ndarray, found: np.ndarray, truth_sims: np.ndarray
+) -> float:
+    """Largest (over queries) k-th true similarity minus float32 similarity of the worst found."""
     found_sims = np.einsum("qd,qkd->qk", queries, vectors[found])
     return float((truth_sims[:, -1] - found_sims.min(axis=1)).max())
 
@@ -123,7 +105,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     n = len(vectors)
     query_rows = np.sort(rng.choice(n, min(args.queries, n), replace=False))
     seeds = seed_rows(vectors, args.seeds)
-    factors = [int(f) for f in args.rerank_factors.split(",") if f]
     reference_queries = vectors[query_rows]
     truth, truth_sims = exact_search(vectors, reference_queries, K_RECALL)
     reference_centroid = unit(vectors[seeds].mean(axis=0, keepdims=True))
@@ -132,24 +113,28 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         for fraction in AUDIENCE_FRACTIONS
     }
     rows: list[dict[str, Any]] = []
-    for name, (stored, search, bytes_per_user) in storages(vectors, factors).items():
+    for name, stored in storages(vectors).items():
         queries = float32_rows(stored, query_rows)
-        scan_s, (found, _) = best_time(lambda: search(queries, K_RECALL, None), args.repeats)
+        scan_s, (found, _) = best_time(
+            lambda: exact_search(stored, queries, K_RECALL), args.repeats
+        )
         centroid = unit(float32_rows(stored, seeds).mean(axis=0, keepdims=True))
         row = {
             "storage": name,
-            "bytes_per_user": bytes_per_user,
+            "bytes_per_user": stored.itemsize * stored.shape[1],
             "recall_at_100": recall_at_k(found, truth),
             "shortfall_at_100": shortfall(vectors, reference_queries, found, truth_sims),
             "scan_s_knn": round(scan_s, 3),
         }
         for fraction in AUDIENCE_FRACTIONS:
             k = round(fraction * n)
-            run = lambda k=k: search(centroid, k, seeds)  # noqa: E731
+            run = lambda k=k: exact_search(stored, centroid, k, seeds)  # noqa: E731
             seconds, (top, _) = best_time(run, args.repeats)
             reference, reference_sims = audiences[fraction]
             row[f"overlap_{fraction:g}"] = len(np.intersect1d(top[0], reference[0])) / k
-            row[f"shortfall_{fraction:g}"] = shortfall(vectors, reference_centroid, top, reference_sims)
+            row[f"shortfall_{fraction:g}"] = shortfall(
+                vectors, reference_centroid, top, reference_sims
+            )
             row[f"scan_s_centroid_{fraction:g}"] = round(seconds, 3)
         print(json.dumps(row), flush=True)
         rows.append(row)

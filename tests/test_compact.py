@@ -1,4 +1,4 @@
-"""Compact embeddings: float16 storage read by every reader, the int8 scan with float re-ranking."""
+"""Compact embeddings: float16 storage (``model.embedding_storage``), read by every reader."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from lookalike.encoder.model import Architecture, TwoTowerEncoder, save_model
 from lookalike.search.exact import exact_search
 from lookalike.search.index import build_index
 from lookalike.search.neighbours import ExactSearch
-from lookalike.search.quantized import quantize_int8
 from lookalike.search.vectors import open_embeddings
 from lookalike.testing.toy_tables import write_toy_tables
 
@@ -54,24 +53,36 @@ def float16_exact(n: int, d: int) -> np.ndarray:
     return clustered_embeddings(n, d, clusters=8).astype(np.float16).astype(np.float32)
 
 
-@pytest.mark.parametrize("strategy", ["knn", "clusters", "centroid", "density", "contrast", "hybrid"])
-def test_an_export_on_float16_embeddings_equals_the_float32_one(tmp_path: Path, strategy: str) -> None:
+STRATEGIES = ["knn", "clusters", "centroid", "density", "contrast", "hybrid"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_an_export_on_float16_embeddings_equals_the_float32_one(
+    tmp_path: Path, strategy: str
+) -> None:
+    """The same values stored as float16 and float32: every reader (index build, seed vectors,
+    strategies, nearest seeds, quality estimate) must compute the same audience."""
     vectors = float16_exact(900, 8)
     config = LookalikeConfig(audience=AudienceConfig(
         min_audience_size=10, min_seed_size=20, tiers=[0.05, 0.1], strategy=strategy))
     seeds = None
-    audiences = {}
+    audiences, qualities = {}, {}
     for dtype in (np.float32, np.float16):
         build = write_build(tmp_path / np.dtype(dtype).name, vectors.astype(dtype))
-        build_index(build.embeddings, build.users, build.index_dir, IndexConfig(threads=1), "model-123")
+        build_index(build.embeddings, build.users, build.index_dir, IndexConfig(threads=1),
+                    "model-123")
         ids = pl.read_parquet(build.users).get_column("user_id")
         seeds = seeds or write_ids(tmp_path / "seeds.csv", ids[np.arange(3, 900, 8)[:60]])
         result = export_audience(build, seeds, tmp_path / f"{dtype.__name__}.parquet", size=100,
                                  config=config, progress=lambda _: None)
         audiences[dtype] = pl.read_parquet(result.audience)
-    assert audiences[np.float16]["user_id"].equals(audiences[np.float32]["user_id"])
+        qualities[dtype] = json.loads(result.audience.with_suffix(".report.json").read_text())[
+            "quality"]
+    for column in ("user_id", "nearest_seed"):
+        assert audiences[np.float16][column].equals(audiences[np.float32][column])
     np.testing.assert_allclose(audiences[np.float16]["score"], audiences[np.float32]["score"],
                                rtol=1e-5, atol=1e-6)
+    assert qualities[np.float16] == qualities[np.float32]
 
 
 def test_exact_search_reads_float16_rows_as_float32() -> None:
@@ -81,44 +92,6 @@ def test_exact_search_reads_float16_rows_as_float32() -> None:
     expected_labels, expected_sims = naive_top_k(vectors, queries, 15, exclude=np.arange(5))
     np.testing.assert_array_equal(labels, expected_labels)
     np.testing.assert_allclose(sims, expected_sims, atol=1e-6)
-
-
-def test_quantization_error_matches_a_hand_computation() -> None:
-    values = np.array([[0.25, -0.02], [-0.6, 0.013]], dtype=np.float32)
-    quantized = quantize_int8(values)
-    # scale = column max |x| / 127; 0.25 / (0.6 / 127) = 52.917 -> 53, 0.013 / (0.02 / 127) =
-    # 82.55 -> 83; each error is (code - exact quotient) * scale, at most half a step
-    np.testing.assert_allclose(quantized.scale, [0.6 / 127, 0.02 / 127], rtol=1e-6)
-    assert quantized.codes.tolist() == [[53, -127], [-127, 83]]
-    expected_error = [[(53 - 0.25 * 127 / 0.6) * 0.6 / 127, 0], [0, (83 - 82.55) * 0.02 / 127]]
-    error = np.abs(quantized.decoded(slice(None)) - values)
-    np.testing.assert_allclose(error, expected_error, rtol=1e-3, atol=1e-8)
-    rng = np.random.default_rng(3)
-    noise = rng.normal(size=(5000, 12)).astype(np.float32) * np.linspace(0.01, 2.0, 12)
-    quantized = quantize_int8(noise.astype(np.float16))
-    bound = quantized.scale / 2 * (1 + 1e-5)
-    assert (np.abs(quantized.decoded(slice(None)) - noise.astype(np.float16)) <= bound).all()
-
-
-def test_int8_scan_with_rerank_finds_every_neighbour_its_error_bound_guarantees() -> None:
-    vectors = clustered_embeddings(4000, 16, clusters=10, noise=0.5)
-    queries, k, factor = vectors[::80], 20, 2
-    exclude = np.arange(0, 4000, 7)
-    quantized = quantize_int8(vectors)
-    labels, sims = exact_search(vectors, queries, k, exclude, quantized, rerank_factor=factor)
-    truth, truth_sims = naive_top_k(vectors, queries, k, exclude)
-    ranked, ranked_sims = naive_top_k(vectors, queries, factor * k, exclude)
-    # |q.x - q.decoded(x)| <= eps = sum_j |q_j| scale_j / 2, so a true neighbour more than 2 eps
-    # above the (factor * k)-th similarity outranks all but fewer than factor * k users in the scan
-    eps = (np.abs(queries) * quantized.scale).sum(axis=1) / 2
-    guaranteed = truth_sims > (ranked_sims[:, -1] + 2 * eps)[:, None]
-    assert guaranteed.mean() > 0.5  # the bound says something on this data
-    for row in range(len(queries)):
-        assert set(truth[row][guaranteed[row]]) <= set(labels[row])
-    exact_sims = np.einsum("qd,qkd->qk", queries, vectors[labels])
-    np.testing.assert_allclose(sims, exact_sims, atol=1e-6)  # re-ranked in float
-    assert not np.isin(labels, exclude).any()
-    assert np.mean([len(set(a) & set(b)) / k for a, b in zip(labels, truth)]) >= 0.99
 
 
 def test_exact_search_over_float16_rows_in_the_neighbour_search() -> None:
