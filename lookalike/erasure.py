@@ -140,7 +140,7 @@ def _filter_embeddings(build: BuildPaths, staging: BuildPaths, erased: pl.Series
     keep = ~users.select(is_listed(pl.col(USER_ID), erased)).to_series().to_numpy()
     embeddings = np.load(build.embeddings, mmap_mode="r")
     with atomic_write(staging.embeddings) as tmp:
-        kept = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+        kept = np.lib.format.open_memmap(tmp, mode="w+", dtype=embeddings.dtype,
                                          shape=(int(keep.sum()), embeddings.shape[1]))
         kept[:] = embeddings[keep]
         kept.flush()

@@ -59,6 +59,7 @@ from lookalike.core.artifacts import (
 from lookalike.audience.strategies import FEATURE_STRATEGIES, expand_seeds
 from lookalike.audience.trust import trusted_config
 from lookalike.search.neighbours import ExactSearch, NeighbourSearch
+from lookalike.search.vectors import open_embeddings
 from lookalike.audience.strategies.base import Expansion, ExpansionProblem
 from lookalike.audience.seeds import IdMatch, Seeds, load_seed_vectors, match_ids, validate_seeds
 from lookalike.audience.selection import assign_tiers, candidate_mask, nearest_seeds, resolve_size
@@ -361,8 +362,8 @@ def load_population(build: BuildPaths) -> Population:
         if not path.is_file():
             raise ArtifactError(f"{path} is missing; the build is incomplete: rebuild it")
     ids = pl.read_parquet(build.users, columns=["user_id"]).get_column("user_id")
-    embeddings = np.load(build.embeddings, mmap_mode="r")
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
+    embeddings = open_embeddings(build.embeddings)
+    if embeddings.shape[0] != len(ids):
         raise ArtifactError(
             f"{build.embeddings} has shape {embeddings.shape} but {build.users} has {len(ids)} "
             "users; the embeddings belong to another population: re-run the embedding step"

@@ -38,6 +38,7 @@ from lookalike.audience.propensity import ArrayFeatures
 from lookalike.audience.selection import band_size
 from lookalike.audience.strategies import expand_seeds
 from lookalike.audience.strategies.base import ExpansionProblem, allowed_mask
+from lookalike.core.blocks import float32_rows
 from lookalike.core.bootstrap import percentile_interval
 from lookalike.core.config import AudienceConfig
 from lookalike.search.neighbours import ExactSearch
@@ -194,7 +195,7 @@ def held_out_ranks(
     local_background = np.sort(position[len(ranked) : len(ranked) + len(background)])
     local_seeds = np.zeros(len(problem.seed_rows), dtype=np.int64)
     local_seeds[seeds] = position[len(ranked) + len(background) :]
-    embeddings = np.asarray(problem.embeddings[rows])
+    embeddings = float32_rows(problem.embeddings, rows)
     features = None if problem.features is None else ArrayFeatures(problem.features.take(rows))
     # knn's lists reach as far into the ranked sample as into the eligible users
     rate = len(ranked) / max(problem.n_candidates, 1)

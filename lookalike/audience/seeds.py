@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from lookalike.core.blocks import float32_rows
 from lookalike.core.config import AudienceConfig
 from lookalike.core.errors import AudienceError
 from lookalike.encoder.health import separability_auc
@@ -188,7 +189,8 @@ def seed_distinctiveness(
     sample = config.distinctiveness_sample
     seed_sample = np.sort(rng.choice(seed_rows, min(sample, len(seed_rows)), replace=False))
     background = np.sort(rng.choice(others, min(sample, len(others)), replace=False))
-    return separability_auc(embeddings[seed_sample], embeddings[background], folds, config.seed)
+    seed_vectors = float32_rows(embeddings, seed_sample)
+    return separability_auc(seed_vectors, float32_rows(embeddings, background), folds, config.seed)
 
 
 def load_seed_vectors(embeddings_path: Path, rows: np.ndarray) -> np.ndarray:
@@ -196,4 +198,4 @@ def load_seed_vectors(embeddings_path: Path, rows: np.ndarray) -> np.ndarray:
     population embeddings themselves (shared towers)."""
     query_path = embeddings_path.with_name(QUERY_EMBEDDINGS_NAME)
     source = query_path if query_path.is_file() else embeddings_path
-    return np.asarray(np.load(source, mmap_mode="r")[rows], dtype=np.float32)
+    return float32_rows(np.load(source, mmap_mode="r"), rows)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from lookalike.core.errors import AudienceError
-from lookalike.core.blocks import row_blocks
+from lookalike.core.blocks import float32_rows, row_blocks
 
 
 def candidate_mask(
@@ -103,7 +103,7 @@ def nearest_seeds(
     best = np.empty(len(rows), dtype=np.int64)
     similarity = np.empty(len(rows), dtype=np.float64)
     for rows_block in row_blocks(len(rows), min(len(seeds), _TILE_SEEDS)):
-        block = torch.from_numpy(np.asarray(embeddings[rows[rows_block]], dtype=np.float32))
+        block = torch.from_numpy(float32_rows(embeddings, rows[rows_block]))
         top = torch.full((len(block),), -torch.inf)
         position = torch.zeros(len(block), dtype=torch.int64)
         for first in range(0, len(seeds), _TILE_SEEDS):

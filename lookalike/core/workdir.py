@@ -9,7 +9,8 @@
         feature_spec.json          names, kinds, fitted scaling
         conversions.parquet        validated conversions of population users
         model/                     model.safetensors, model.json, checkpoints/
-        embeddings/                embeddings.npy (float32, row i = users.parquet row i), users.parquet
+        embeddings/                embeddings.npy (float32 or float16, row i = users.parquet row
+                                   i), users.parquet
         index/                     shard-*.bin, index.json
         manifest.json              written last: a build without it is incomplete
       audiences/<name>/            last export of each audience name (for overlap reports)

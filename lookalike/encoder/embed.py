@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lookalike.core.artifacts import atomic_write, sha256_file, write_json
+from lookalike.core.config import EmbeddingStorage
 from lookalike.core.errors import ArtifactError, InputError
 from lookalike.encoder.model import Tower, TwoTowerEncoder, embed_encoded, load_model, read_manifest
 from lookalike.data.spec import FeatureSpec, encode
@@ -53,20 +54,28 @@ def embed_population(
     *,
     batch_size: int = 65_536,
     progress: Callable[[str], None] | None = None,
+    storage: EmbeddingStorage | None = None,
 ) -> EmbeddingPaths:
     """Embed every row of the feature table with the candidate tower.
 
-    Writes ``embeddings.npy`` (float32 [N, d], L2-normalized), ``users.parquet`` (``user_id`` in row
-    order, dtype preserved) and ``embeddings.json`` (model_build_id, count, dim, sha256 of both
-    files), each atomically. Memory stays at about one batch of features.
+    Writes ``embeddings.npy`` ([N, d], L2-normalized, in ``storage``: default the model's
+    ``model.embedding_storage``, float32 or float16), ``users.parquet`` (``user_id`` in row order,
+    dtype preserved) and ``embeddings.json`` (model_build_id, count, dim, dtype, sha256 of both
+    files), each atomically. Memory stays at about one batch of features. Readers open the file
+    with :func:`lookalike.search.vectors.open_embeddings`, which accepts either dtype.
+
+    Example::
+
+        paths = embed_population(features, spec, model_dir, out_dir, storage="float16")
     """
     say = progress or (lambda _message: None)
     spec, model, build_id = _load_checked(spec_path, model_dir)
     parquet = pq.ParquetFile(features_path)
     n, dim = parquet.metadata.num_rows, model.architecture.model.embedding_dim
+    dtype = np.dtype(storage or model.architecture.model.embedding_storage)
     paths = EmbeddingPaths(out_dir / EMBEDDINGS_FILE, out_dir / USERS_FILE, out_dir / MANIFEST_FILE)
     with atomic_write(paths.embeddings) as emb_tmp, atomic_write(paths.users) as users_tmp:
-        matrix = np.lib.format.open_memmap(emb_tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+        matrix = np.lib.format.open_memmap(emb_tmp, mode="w+", dtype=dtype, shape=(n, dim))
         id_schema = pa.schema([parquet.schema_arrow.field("user_id")])
         with pq.ParquetWriter(users_tmp, id_schema) as users_writer:
             start = 0
@@ -83,6 +92,7 @@ def embed_population(
         "model_build_id": build_id,
         "count": n,
         "dim": dim,
+        "dtype": dtype.name,
         "embeddings_sha256": sha256_file(paths.embeddings),
         "users_sha256": sha256_file(paths.users),
     }

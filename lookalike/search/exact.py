@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lookalike.core.blocks import row_blocks
+from lookalike.core.blocks import float32_rows, row_blocks
 from lookalike.search.vectors import checked_vectors
 
 
@@ -22,9 +22,9 @@ def exact_search(
 
     Same result as :meth:`AnnIndex.query` (``[q, k']`` int64 labels = row positions and float32
     similarities, most similar first, ``k' = min(k, rows - excluded)``). Scores ``QUERY_BATCH``
-    queries at a time against row blocks (:func:`lookalike.core.blocks.row_blocks`) with a torch
-    matrix product and keeps a running top-k, reading the (possibly memory-mapped) embeddings
-    once.
+    queries at a time against row blocks (:func:`lookalike.core.blocks.row_blocks`, each read as
+    float32: the embeddings may be stored as float16) with a torch matrix product and keeps a
+    running top-k, reading the (possibly memory-mapped) embeddings once.
 
     Example::
 
@@ -38,7 +38,7 @@ def exact_search(
     best_labels = torch.zeros((len(queries_t), 0), dtype=torch.int64)
     batch = min(len(queries_t), QUERY_BATCH)
     for rows in row_blocks(n_rows if k_out > 0 else 0, batch + embeddings.shape[1]):
-        chunk = torch.from_numpy(np.array(embeddings[rows]))
+        chunk = torch.from_numpy(float32_rows(embeddings, rows))
         mask = torch.from_numpy(excluded[rows])
         mask = mask if mask.any() else None
         chunk_top = [

@@ -51,6 +51,7 @@ from lookalike.core.artifacts import (
     sha256_file,
     verify_checksum,
 )
+from lookalike.core.blocks import float32_rows
 from lookalike.core.config import IndexConfig
 from lookalike.core.errors import ArtifactError, LookalikeError
 from lookalike.core.parallel import usable_cores
@@ -167,9 +168,9 @@ def locality_order(embeddings: np.ndarray, rows: np.ndarray, config: IndexConfig
     with _KMEANS_LOCK:
         kmeans = MiniBatchKMeans(
             n_clusters, random_state=config.seed, n_init=1, batch_size=4096
-        ).fit(np.asarray(embeddings[sample]))
+        ).fit(float32_rows(embeddings, sample))
         clusters = np.concatenate([
-            kmeans.predict(np.asarray(embeddings[rows[start : start + config.add_batch_rows]]))
+            kmeans.predict(float32_rows(embeddings, rows[start : start + config.add_batch_rows]))
             for start in range(0, len(rows), config.add_batch_rows)
         ])
     ordered = rows[np.argsort(clusters, kind="stable")]

@@ -12,20 +12,25 @@ import polars as pl
 
 from lookalike.core.errors import ArtifactError
 
-NORM_TOLERANCE = 1e-3
+NORM_TOLERANCE = 1e-3  # float16 storage rounds a unit row's norm by at most 2**-11 (4.9e-4)
+EMBEDDING_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
 def open_embeddings(path: Path) -> np.ndarray:
-    """Memory-map ``embeddings.npy`` (float32 [N, d]); :class:`ArtifactError` if it is not that."""
+    """Memory-map ``embeddings.npy`` (float32 or float16 [N, d], see ``model.embedding_storage``);
+    :class:`ArtifactError` if it is not that. Compute on float32 blocks of it
+    (:func:`lookalike.core.blocks.float32_rows`), never on the whole matrix at once.
+    """
     try:
         embeddings = np.load(path, mmap_mode="r")
     except FileNotFoundError as exc:
         raise ArtifactError(f"{path} is missing; embed the population first") from exc
     except ValueError as exc:
         raise ArtifactError(f"{path} is not a readable .npy file ({exc}); re-embed") from exc
-    if embeddings.ndim != 2 or embeddings.dtype != np.float32:
+    if embeddings.ndim != 2 or embeddings.dtype not in EMBEDDING_DTYPES:
         raise ArtifactError(
-            f"{path} holds {embeddings.dtype} {embeddings.shape}, expected float32 [users, dim]"
+            f"{path} holds {embeddings.dtype} {embeddings.shape}, expected float32 or float16 "
+            "[users, dim]; re-embed"
         )
     return embeddings
 

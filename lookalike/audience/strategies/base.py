@@ -14,7 +14,7 @@ from lookalike.audience.propensity import FeatureRows
 from lookalike.audience.selection import top_ranked
 from lookalike.core.config import AudienceConfig
 from lookalike.search.neighbours import NeighbourSearch
-from lookalike.core.blocks import row_blocks
+from lookalike.core.blocks import float32_rows, row_blocks
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def max_cosine(embeddings: np.ndarray, centres: np.ndarray) -> np.ndarray:
     transposed = np.ascontiguousarray(centres, dtype=np.float32).T
     scores = np.empty(len(embeddings), dtype=np.float64)
     for rows in row_blocks(len(embeddings), embeddings.shape[1] + len(centres)):
-        scores[rows] = (np.asarray(embeddings[rows], dtype=np.float32) @ transposed).max(axis=1)
+        scores[rows] = (float32_rows(embeddings, rows) @ transposed).max(axis=1)
     return scores
 
 

@@ -18,6 +18,7 @@ from lookalike.audience.strategies.base import (
     background_halves,
     max_cosine,
 )
+from lookalike.core.blocks import float32_rows
 from lookalike.core.config import AudienceConfig
 from lookalike.search.neighbours import NeighbourSearch
 
@@ -61,12 +62,12 @@ def _seed_contrast(
     problem: ExpansionProblem, background: np.ndarray, seed_weights: np.ndarray, c: float
 ) -> np.ndarray:
     """[coefficients..., intercept] of a balanced logistic regression, seeds against background."""
-    seeds = np.asarray(problem.embeddings[problem.seed_rows])
-    features = np.concatenate([seeds, problem.embeddings[background]])
+    seeds = float32_rows(problem.embeddings, problem.seed_rows)
+    features = np.concatenate([seeds, float32_rows(problem.embeddings, background)])
     labels = np.r_[np.ones(len(seeds)), np.zeros(len(background))]
     weights = np.r_[seed_weights, np.ones(len(background))]
     model = LogisticRegression(C=c, class_weight="balanced", max_iter=1000, tol=1e-6)
-    model.fit(features.astype(np.float32), labels, sample_weight=weights)
+    model.fit(features, labels, sample_weight=weights)
     return np.r_[model.coef_[0], model.intercept_[0]]
 
 

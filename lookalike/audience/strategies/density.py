@@ -10,7 +10,7 @@ from lookalike.audience.selection import top_ranked
 from lookalike.audience.strategies.base import Expansion, ExpansionProblem, allowed_mask
 from lookalike.core.config import AudienceConfig
 from lookalike.search.neighbours import NeighbourSearch
-from lookalike.core.blocks import row_blocks
+from lookalike.core.blocks import float32_rows, row_blocks
 
 
 
@@ -37,14 +37,14 @@ def score_density(
     if len(centres) > config.density_max_seeds:
         centres = np.sort(rng.choice(centres, config.density_max_seeds, replace=False))
     weights = problem.seed_weights[centres] / problem.seed_weights[centres].sum()
-    seeds = problem.embeddings[problem.seed_rows[centres]]
+    seeds = float32_rows(problem.embeddings, problem.seed_rows[centres])
     t = config.density_temperature
     seed_density = kernel_log_sums(problem.embeddings, candidates, seeds, np.log(weights), t)
     own = np.full(len(candidates), -1)  # a sampled candidate's position in the sample
     if len(background) > 1:  # leaving out the only sampled user would leave nothing
         own[np.searchsorted(candidates, background)] = np.arange(len(background))
     background_sums = kernel_log_sums(
-        problem.embeddings, candidates, problem.embeddings[background],
+        problem.embeddings, candidates, float32_rows(problem.embeddings, background),
         np.zeros(len(background)), t, leave_out=own,
     )
     background_density = background_sums - np.log(len(background) - (own >= 0))
@@ -74,7 +74,7 @@ def kernel_log_sums(
     weights = torch.from_numpy(np.exp(np.asarray(log_weights) - top).astype(np.float32))
     sums = np.empty(len(rows), dtype=np.float64)
     for rows_block in row_blocks(len(rows), len(centres)):
-        block = torch.from_numpy(np.asarray(embeddings[rows[rows_block]], dtype=np.float32))
+        block = torch.from_numpy(float32_rows(embeddings, rows[rows_block]))
         hit, own = _own_terms(leave_out, rows_block.start, len(block))
         total = _kernel_terms(block, scaled, temperature, hit, own) @ weights
         if bool((total == 0).any()):  # float32 underflow: redo the block in float64
