@@ -11,6 +11,7 @@
         model/                     model.safetensors, model.json, checkpoints/
         embeddings/                embeddings.npy (float32, row i = users.parquet row i), users.parquet
         index/                     shard-*.bin, index.json
+        report.html                training curve, nearest-neighbour similarities, drift (plots)
         manifest.json              written last: a build without it is incomplete
       audiences/<name>/            last export of each audience name (for overlap reports)
 """
@@ -66,6 +67,10 @@ class BuildPaths:
     @property
     def index_dir(self) -> Path:
         return self.root / "index"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
 
     @property
     def manifest(self) -> Path:
