@@ -34,7 +34,10 @@ PLOTS = {  # section -> the alt text of its plot
     "map": "embedding map",
 }
 NO_AUDIT = "No audit columns configured: no fairness gaps measured."
-MAP_COLOURS = {"population": "#9a9a9a", "audience": "#4c72b0", "seeds": "#dd8452"}
+# group -> (colour, marker area, opacity), in drawing order: the small groups stay visible on top
+MAP_STYLE = {"population": ("#9a9a9a", 6, 0.35), "audience": ("#4c72b0", 8, 0.75),
+             "seeds": ("#dd8452", 16, 0.9)}
+OTHER_GROUP_STYLE = ("#8172b2", 8, 0.75)
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -119,9 +122,12 @@ def _quality_axes(axes: Any, quality: dict[str, Any] | None) -> None:
     bounds = np.array([r["recall"]["ci95"] for r in rows])
     errors = np.vstack([values - bounds[:, 0], bounds[:, 1] - values]).clip(min=0)
     axes.errorbar(sizes, values, yerr=errors, fmt="o-", color="#55a868", capsize=3)
+    labels: dict[tuple[float, float], list[str]] = {}
     for size, value, row in zip(sizes, values, rows, strict=True):
-        axes.annotate(plain_label(row["label"]), (size, value), textcoords="offset points",
-                      xytext=(4, -10), fontsize=7)
+        labels.setdefault((size, value), []).append(row["label"])  # the audience may be a tier
+    for point, names in labels.items():
+        axes.annotate(plain_label(" = ".join(names)), point, textcoords="offset points",
+                      xytext=(-4, 6), ha="right", fontsize=7)
     axes.set_xlim(0, sizes.max() * 1.15)
     axes.set_ylim(0, 1)
     axes.set_xlabel("audience size")
@@ -190,10 +196,11 @@ def _map(embedding_map: dict[str, Any] | None) -> str:
     if not embedding_map or not embedding_map.get("groups"):
         return note_html("This report has no embedding map.")
     figure, axes = new_figure(width=6.0, height=4.6)
-    for name, points in embedding_map["groups"].items():
-        axes.scatter(points["x"], points["y"], s=12 if name == "seeds" else 7, alpha=0.6,
-                     linewidths=0,
-                     color=MAP_COLOURS.get(name, "#8172b2"),
+    groups = embedding_map["groups"]
+    for name in sorted(groups, key=_drawing_order):
+        points = groups[name]
+        colour, area, opacity = MAP_STYLE.get(name, OTHER_GROUP_STYLE)
+        axes.scatter(points["x"], points["y"], s=area, alpha=opacity, linewidths=0, color=colour,
                      label=plain_label(f"{name} ({len(points['x']):,})"))
     variance = [*embedding_map.get("explained_variance", []), None, None]
     axes.set_xlabel(_component_label(1, variance[0]))
@@ -201,6 +208,11 @@ def _map(embedding_map: dict[str, Any] | None) -> str:
     axes.legend(loc="upper right", fontsize=8, markerscale=2)
     return figure_html(figure, PLOTS["map"], "PCA of a seeded sample of each group's embeddings: "
                        "the audience should sit where the seeds are.")
+
+
+def _drawing_order(group: str) -> int:
+    order = list(MAP_STYLE)
+    return order.index(group) if group in order else len(order)
 
 
 def _component_label(number: int, share: float | None) -> str:
