@@ -3,9 +3,9 @@
 On ``--users`` clustered unit vectors of ``--dim`` numbers (the shape of a build's embeddings),
 times, each the median of ``--repeats`` runs after one warm-up:
 
-- the build's nearest-neighbour similarities (:func:`lookalike.search.exact.nearest_other_similarity`,
-  as :func:`lookalike.build_steps.nn_similarity_histogram` runs it: ``index.similarity_sample``
-  users searched exactly over everyone);
+- the build's nearest-neighbour similarities
+  (:func:`lookalike.search.exact.nearest_other_similarity` of ``index.similarity_sample`` users
+  over everyone, as :func:`lookalike.build_steps.nn_similarity_histogram` runs it);
 - the export's embedding map (:func:`lookalike.audience.report.embedding_map`: a seeded sample of
   the population, 1,000 seeds and a 5% audience, PCA);
 - rendering the audience page (full-size sections: the map, 40 score bins, 10 + 10 features,
@@ -93,7 +93,8 @@ def build_manifest(vectors: np.ndarray, similarity: dict) -> dict:
         "features": {"features": {"n_users": len(vectors)}},
         "train": {"model_build_id": "m", "best_epoch": 8, "epochs_run": 12, "stop_reason": "x",
                   "validation_recall": 0.3,
-                  "history": [{"epoch": e, "loss": 5 - e / 4, "recall": 0.3} for e in range(1, 13)]},
+                  "history": [{"epoch": e, "loss": 5 - e / 4, "recall": 0.3}
+                              for e in range(1, 13)]},
         "index": {"count": len(vectors), "shards": 1, "recall_at_10": 0.99, "recall_at_100": 0.98,
                   "nn_similarity": similarity},
     }}
@@ -112,7 +113,8 @@ def main() -> None:
     rows = np.sort(rng.choice(args.users, index_config.similarity_sample, replace=False))
     scores = np.sort(rng.normal(size=args.users // 20))[::-1]
 
-    nn_s, similarities = median_seconds(lambda: nearest_other_similarity(vectors, rows), args.repeats)
+    nn_s, similarities = median_seconds(lambda: nearest_other_similarity(vectors, rows),
+                                        args.repeats)
     histogram = {"sample": len(rows), **compact_histogram(similarities, 40)}
     map_s, report = median_seconds(lambda: audience_report(vectors, scores, audience_config),
                                    args.repeats)

@@ -60,7 +60,8 @@ def hand_made_report(**changes: Any) -> dict[str, Any]:
         "tiers": [{"tier": 0.05, "users": 150, "cumulative": 150},
                   {"tier": 1.0, "users": 150, "cumulative": 300}],
         "reach_curve": [{"size": n, "mean_score": 2.0 - n / 300,
-                         "mean_nearest_seed_similarity": 0.9 - n / 3000} for n in (1, 10, 100, 300)],
+                         "mean_nearest_seed_similarity": 0.9 - n / 3000}
+                        for n in (1, 10, 100, 300)],
         "quality": {"sizes": [
             {"label": "audience", "size": 300, "recall": {"value": 0.4, "ci95": [0.3, 0.5]}},
             {"label": "tier 0.05", "size": 150, "recall": {"value": 0.25, "ci95": [0.2, 0.3]}},
@@ -109,7 +110,8 @@ def test_nearest_other_similarity_matches_a_naive_loop():
 
 def test_embedding_map_is_the_pca_of_the_groups_when_they_fit():
     vectors = clustered_embeddings(60, seed=1)
-    groups = {"population": np.arange(60), "seeds": np.array([5, 11]), "audience": np.arange(20, 30)}
+    groups = {"population": np.arange(60), "seeds": np.array([5, 11]),
+              "audience": np.arange(20, 30)}
     found = embedding_map(vectors, groups, points=300, seed=0)
     stacked = np.concatenate([vectors[rows] for rows in groups.values()]).astype(np.float64)
     centred = stacked - stacked.mean(axis=0)

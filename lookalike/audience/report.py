@@ -90,12 +90,14 @@ def embedding_map(
         name: np.sort(rng.choice(rows, min(per_group, len(rows)), replace=False))
         for name, rows in groups.items()
     }
-    vectors = {name: np.asarray(embeddings[rows], dtype=np.float64) for name, rows in sampled.items()}
+    vectors = {name: np.asarray(embeddings[rows], np.float64) for name, rows in sampled.items()}
     stacked = np.concatenate(list(vectors.values()))
     if len(stacked) < 2:
         return {"method": "pca", "explained_variance": [], "groups": {}}
     pca = PCA(n_components=min(2, *stacked.shape), random_state=seed).fit(stacked)
-    coordinates = {name: pca.transform(v) if len(v) else np.zeros((0, 2)) for name, v in vectors.items()}
+    coordinates = {
+        name: pca.transform(v) if len(v) else np.zeros((0, 2)) for name, v in vectors.items()
+    }
     return {
         "method": "pca",
         "explained_variance": [round(float(r), 4) for r in pca.explained_variance_ratio_],
@@ -213,7 +215,7 @@ def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path, Path]:
 
 
 def report_paths(out: Path) -> tuple[Path, Path, Path]:
-    """Where :func:`write_report` puts the JSON, Markdown and HTML reports of the audience ``out``."""
+    """Where :func:`write_report` puts the JSON, Markdown and HTML reports of audience ``out``."""
     return (out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.md"),
             out.with_name(f"{out.stem}.report.html"))
 
