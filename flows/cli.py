@@ -206,7 +206,7 @@ def export(
         counts = summary["hashing"]
         typer.echo(f"hashed {counts['hashed']} {hash_kind}s for {platform}; {counts['missing']} users "
                    f"without one, {counts['invalid']} invalid")
-    typer.echo(f"report:   {result['report_md']}")
+    typer.echo(f"report:   {result['report_md']}, {result['report_html']}")
 
 
 def _hashing_options(kind: str | None, platform: str | None, identifiers: str | None,

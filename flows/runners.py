@@ -31,7 +31,8 @@ class Runner(Protocol):
         """``build_flow``'s arguments; returns build_id, reused and path."""
 
     def export(self, **arguments: Any) -> dict[str, Any]:
-        """``export_flow``'s arguments; returns audience, report_md, report_json and summary."""
+        """``export_flow``'s arguments; returns audience, report_md, report_json, report_html and
+        summary."""
 
 
 class LocalRunner:

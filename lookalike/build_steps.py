@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from lookalike.core.artifacts import (
@@ -29,7 +30,9 @@ from lookalike.core.artifacts import (
     sweep_stale_temp_files,
     write_json,
 )
-from lookalike.core.config import LookalikeConfig
+from lookalike.build_report import write_build_report
+from lookalike.core.config import IndexConfig, LookalikeConfig
+from lookalike.core.html import compact_histogram
 from lookalike.core.errors import ArtifactError, InputError
 from lookalike.data.features import compute_features, population_ids, resolve_as_of
 from lookalike.data.ingest import (
@@ -48,6 +51,7 @@ from lookalike.core.progress import Progress, eta
 from lookalike.core.workdir import BuildPaths, Workdir, file_checksums, verify_build
 
 PACKAGE_VERSION = version("lookalike")
+NN_SIMILARITY_BINS = 40
 
 
 @dataclass(frozen=True)
@@ -242,7 +246,10 @@ def step_train(build: BuildPaths, request: BuildRequest, progress: Progress = pr
 
     result = train(build.features, build.spec, build.conversions, build.model_dir, request.config,
                    resume=True, progress=progress)
+    history = read_json(result.manifest)["metrics"]["history"]
     return {"model_build_id": result.model_build_id, "best_epoch": result.best_epoch,
+            "history": [{"epoch": h["epoch"], "loss": h["loss"], "recall": h["recall"]}
+                        for h in history],
             "epochs_run": result.epochs_run, "stop_reason": result.stop_reason,
             "validation_recall": result.validation_recall,
             "validation_recall_by_type": result.validation_recall_by_type,
@@ -288,7 +295,23 @@ def step_index_manifest(build: BuildPaths, request: BuildRequest, shards: list[d
     progress(f"index: {manifest.element_count:,} users, recall@10 {manifest.recall_at_10:.3f}, "
              f"recall@100 {manifest.recall_at_100:.3f}")
     return {"recall_at_10": manifest.recall_at_10, "recall_at_100": manifest.recall_at_100,
-            "count": manifest.element_count, "shards": len(shards)}
+            "count": manifest.element_count, "shards": len(shards),
+            "nn_similarity": nn_similarity_histogram(build, request.config.index)}
+
+
+def nn_similarity_histogram(build: BuildPaths, config: IndexConfig) -> dict[str, Any]:
+    """Histogram of a seeded sample of users' cosine similarity to their nearest other user
+    (exact search over the whole population): the build report's picture of how crowded the
+    embedding space is."""
+    from lookalike.search.exact import nearest_other_similarity
+    from lookalike.search.vectors import open_embeddings
+
+    embeddings = open_embeddings(build.embeddings)
+    rng = np.random.default_rng(config.seed)
+    rows = np.sort(rng.choice(len(embeddings), min(config.similarity_sample, len(embeddings)),
+                              replace=False))
+    similarities = nearest_other_similarity(embeddings, rows)
+    return {"sample": len(rows), **compact_histogram(similarities, NN_SIMILARITY_BINS)}
 
 
 def shard_line(done: list[dict[str, Any]], n_shards: int, seconds: float) -> str:
@@ -301,7 +324,8 @@ def shard_line(done: list[dict[str, Any]], n_shards: int, seconds: float) -> str
 
 def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,
                    fingerprints: dict[str, Any], steps: dict[str, Any]) -> dict[str, Any]:
-    """Write the manifest last (checksums of every file) and make the build current."""
+    """Write the build report (``report.html``), then the manifest last (checksums of every file,
+    the report's included), and make the build current."""
     manifest = {
         "build_id": build.build_id,
         "created_at": datetime.now(UTC).isoformat(),
@@ -311,8 +335,9 @@ def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,
         "config_fingerprint": request.config.fingerprint(),
         "inputs": fingerprints,
         "steps": steps,
-        "files": file_checksums(build),
     }
+    write_build_report(build, manifest)
+    manifest["files"] = file_checksums(build)
     write_json(build.manifest, manifest)
     workdir.set_current(build.build_id)
     return manifest

@@ -259,7 +259,7 @@ def test_a_failed_write_leaves_the_previous_file(tmp_path, embeddings, monkeypat
         run_export(build, tmp_path, size=150)
     assert first.audience.read_bytes() == before
     assert sorted(p.name for p in first.audience.parent.iterdir()) == sorted(
-        ["audience.parquet", "audience.report.json", "audience.report.md"]
+        ["audience.parquet", "audience.report.html", "audience.report.json", "audience.report.md"]
     )
 
 

@@ -199,7 +199,7 @@ def test_export_flow_writes_the_audience_the_library_computes(first_build, input
         pl.read_parquet(direct.audience).select("user_id", "rank"))
     seeds = pl.read_csv(inputs.seeds).get_column("user_id")
     assert not from_flow.get_column("user_id").is_in(seeds.implode()).any()
-    assert Path(flow_result["report_md"]).is_file()
+    assert Path(flow_result["report_md"]).is_file() and Path(flow_result["report_html"]).is_file()
 
 
 def test_unchanged_inputs_reuse_the_build_without_running_a_step(first_build, inputs, step_calls):

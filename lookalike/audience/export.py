@@ -23,8 +23,9 @@ none), ``lookalike.seed_sha256`` (sha256 of the matched seed ids as text, sorted
 line), ``lookalike.parameters`` (JSON), ``lookalike.created_at`` (ISO 8601, UTC). Read them with
 :func:`read_audience_metadata`.
 
-Beside ``<stem>.parquet`` go ``<stem>.report.json`` and ``<stem>.report.md`` (see
-:mod:`lookalike.audience.report`); the ids of the last export of each audience name are kept in
+Beside ``<stem>.parquet`` go ``<stem>.report.json``, ``<stem>.report.md`` and the self-contained
+``<stem>.report.html`` with plots (see :mod:`lookalike.audience.report` and
+:mod:`lookalike.audience.html`); the ids of the last export of each audience name are kept in
 ``<workdir>/audiences/<name>/last.parquet`` for the overlap section. Every file is written through
 :func:`~lookalike.core.artifacts.atomic_write`: a killed or failed export leaves the previous file.
 """
@@ -65,9 +66,11 @@ from lookalike.audience.seeds import IdMatch, Seeds, load_seed_vectors, match_id
 from lookalike.audience.selection import assign_tiers, candidate_mask, nearest_seeds, resolve_size
 from lookalike.audience.quality import estimate_quality, quality_table
 from lookalike.audience.report import (
+    embedding_map,
     feature_differences,
     reach_curve,
     report_paths,
+    score_histogram,
     score_quantiles,
     tier_counts,
     write_report,
@@ -110,11 +113,13 @@ class ExportResult(ReportFiles):
 
     audience: Path
     summary: dict[str, Any]
+    report_html: Path
 
     def to_dict(self) -> dict[str, Any]:
         """The paths as text and the summary (what the export flow returns)."""
         return {"audience": str(self.audience), "report_md": str(self.report_md),
-                "report_json": str(self.report_json), "summary": self.summary}
+                "report_json": str(self.report_json), "report_html": str(self.report_html),
+                "summary": self.summary}
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,7 @@ def export_audience(
             },
             "tiers": tier_counts(tiers, cfg.tiers),
             "score_quantiles": score_quantiles(expansion.scores),
+            "score_histogram": score_histogram(expansion.scores, cfg.report_score_bins),
             "reach_curve": reach_curve(expansion.scores, similarity),
             "features": _why_these_people(build, population, expansion, selection, cfg),
             "overlap": overlap_with_previous(table.column("user_id"), last_export),
@@ -290,9 +296,10 @@ def export_audience(
             "suppressed_users": selection.suppressed,
             "hashing": hashed,
             "quality": quality,
+            "embedding_map": _embedding_map(population, selection, expansion, cfg),
             "timings_s": timings,
         }
-        report_json, report_md = write_report(report, out)
+        report_json, report_md, report_html = write_report(report, out)
         remember_export(table.column("user_id"), seed_ids, last_export, metadata)
     summary = {
         "size": table.num_rows,
@@ -306,7 +313,8 @@ def export_audience(
         "warnings": report["warnings"],
         "timings_s": timings,
     }
-    return ExportResult(report_json=report_json, report_md=report_md, audience=out, summary=summary)
+    return ExportResult(report_json=report_json, report_md=report_md, report_html=report_html,
+                        audience=out, summary=summary)
 
 
 def _size_warnings(size: int | None, n_candidates: int) -> list[str]:
@@ -569,6 +577,18 @@ def _why_these_people(
     categorical = set() if spec is None else {f.name for f in spec.categorical}
     audience, eligible = sample(expansion.rows), sample(np.flatnonzero(selection.candidates))
     return feature_differences(build.features, audience, eligible, categorical)
+
+
+def _embedding_map(
+    population: Population, selection: Selection, expansion: Expansion, cfg: AudienceConfig
+) -> dict[str, Any]:
+    """The report's 2-D map: samples of the whole population, the seeds and the audience."""
+    groups = {
+        "population": np.arange(len(population.ids)),
+        "seeds": selection.seeds.rows,
+        "audience": expansion.rows,
+    }
+    return embedding_map(population.embeddings, groups, cfg.report_map_points, cfg.seed)
 
 
 def overlap_with_previous(current_ids: pa.ChunkedArray, last_export: Path) -> dict[str, Any] | None:

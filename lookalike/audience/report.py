@@ -3,7 +3,9 @@
 Sections: seed validation, users per tier, the expected quality (recall and lift of held-out seeds
 per size, :mod:`lookalike.audience.quality`), score quantiles, the reach curve (mean score and mean
 nearest-seed similarity of the top n), "why these people" (the features whose distribution differs
-most between the audience and the eligible users) and the overlap with the previous export.
+most between the audience and the eligible users) and the overlap with the previous export; for
+the HTML report (:mod:`lookalike.audience.html`) also a score histogram and a 2-D PCA map of the
+embeddings (population, seeds, audience).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from lookalike.core.artifacts import atomic_write, write_json
+from lookalike.audience.html import render_html
+from lookalike.core.artifacts import atomic_write, read_json, write_json
+from lookalike.core.html import compact_histogram
 
 SCORE_QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 REACH_POINTS = 20
 TOP_FEATURES = 10
 MISSING_VALUE = "(missing)"
+MAP_DIGITS = 3  # map coordinates of unit vectors: 0.001 is below a pixel of the plot
 
 
 def tier_counts(tiers: np.ndarray, bands: list[float]) -> list[dict[str, float | int]]:
@@ -53,6 +58,58 @@ def reach_curve(scores: np.ndarray, nearest_similarity: np.ndarray) -> list[dict
         {"size": int(n), "mean_score": float(s), "mean_nearest_seed_similarity": float(m)}
         for n, s, m in zip(sizes, score_means, similarity_means, strict=True)
     ]
+
+
+def score_histogram(scores: np.ndarray, bins: int) -> dict[str, list[Any]]:
+    """The audience's scores in ``bins`` equal bins (edges and counts), for the HTML report."""
+    return compact_histogram(scores, bins)
+
+
+def embedding_map(
+    embeddings: np.ndarray, groups: dict[str, np.ndarray], points: int, seed: int
+) -> dict[str, Any]:
+    """A 2-D PCA map of a seeded sample of each group of embedding rows (rounded coordinates).
+
+    Each group (e.g. population, seeds, audience: row positions) gives at most
+    ``points // len(groups)`` rows; the PCA is fitted on all of them together. Returns
+    ``{"method": "pca", "explained_variance": [pc1, pc2], "groups": {name: {"x": [...],
+    "y": [...]}}}``, small enough for the report JSON, so the plot can be redrawn from it.
+
+    Example::
+
+        >>> vectors = np.eye(4, dtype=np.float32)
+        >>> found = embedding_map(vectors, {"a": np.arange(2), "b": np.arange(2, 4)}, 4, seed=0)
+        >>> sorted(found["groups"]), len(found["groups"]["a"]["x"])
+        (['a', 'b'], 2)
+    """
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(seed)
+    per_group = max(1, points // max(len(groups), 1))
+    sampled = {
+        name: np.sort(rng.choice(rows, min(per_group, len(rows)), replace=False))
+        for name, rows in groups.items()
+    }
+    vectors = {name: np.asarray(embeddings[rows], np.float64) for name, rows in sampled.items()}
+    stacked = np.concatenate(list(vectors.values()))
+    if len(stacked) < 2:
+        return {"method": "pca", "explained_variance": [], "groups": {}}
+    pca = PCA(n_components=min(2, *stacked.shape), random_state=seed).fit(stacked)
+    coordinates = {
+        name: pca.transform(v) if len(v) else np.zeros((0, 2)) for name, v in vectors.items()
+    }
+    return {
+        "method": "pca",
+        "explained_variance": [round(float(r), 4) for r in pca.explained_variance_ratio_],
+        "groups": {
+            name: {"x": _rounded(xy[:, 0]), "y": _rounded(xy[:, -1])}
+            for name, xy in coordinates.items()
+        },
+    }
+
+
+def _rounded(values: np.ndarray, digits: int = MAP_DIGITS) -> list[float]:
+    return [round(float(v), digits) for v in values]
 
 
 def feature_differences(
@@ -144,18 +201,23 @@ def _largest(rows: list[dict[str, Any] | None], key: str, top: int) -> list[dict
     return sorted(present, key=lambda r: -abs(r[key]))[:top]
 
 
-def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """``<stem>.report.json`` and ``<stem>.report.md`` beside ``out``, each written atomically."""
-    json_path, md_path = report_paths(out)
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path, Path]:
+    """``<stem>.report.json``, ``<stem>.report.md`` and ``<stem>.report.html`` beside ``out``,
+    each written atomically; the HTML is rendered from the JSON as written, so re-rendering the
+    JSON file (:func:`lookalike.audience.html.render_html`) gives the same page."""
+    json_path, md_path, html_path = report_paths(out)
     write_json(json_path, report)
     with atomic_write(md_path) as tmp:
         tmp.write_text(render_markdown(report))
-    return json_path, md_path
+    with atomic_write(html_path) as tmp:
+        tmp.write_text(render_html(read_json(json_path)))
+    return json_path, md_path, html_path
 
 
-def report_paths(out: Path) -> tuple[Path, Path]:
-    """Where :func:`write_report` puts the JSON and Markdown reports of the audience ``out``."""
-    return out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.md")
+def report_paths(out: Path) -> tuple[Path, Path, Path]:
+    """Where :func:`write_report` puts the JSON, Markdown and HTML reports of audience ``out``."""
+    return (out.with_name(f"{out.stem}.report.json"), out.with_name(f"{out.stem}.report.md"),
+            out.with_name(f"{out.stem}.report.html"))
 
 
 def render_markdown(report: dict[str, Any]) -> str:

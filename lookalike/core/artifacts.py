@@ -101,6 +101,17 @@ def write_json(target: str | Path, payload: Any) -> Path:
     return Path(target)
 
 
+def json_round_trip(payload: Any) -> Any:
+    """``payload`` as :func:`read_json` returns it after :func:`write_json`: render a report from
+    this and re-rendering it from the file gives the same bytes.
+
+    Example:
+        >>> json_round_trip({"path": Path("a.parquet"), "sizes": (1, 2)})
+        {'path': 'a.parquet', 'sizes': [1, 2]}
+    """
+    return json.loads(json.dumps(payload, default=str))
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON artifact, with an :class:`ArtifactError` naming the file on failure."""
     path = Path(path)

@@ -195,6 +195,11 @@ class IndexConfig(_Section):
     recall_queries: int = Field(500, ge=10)
     threads: int | None = Field(None, ge=1, description="hnswlib threads; default all cores.")
     seed: int = Field(100, description="hnswlib level seed and recall-sample seed.")
+    similarity_sample: int = Field(
+        1_000, ge=10, description="Users (a seeded sample) whose similarity to their nearest "
+        "other user, by exact search over the whole population, makes the build report's "
+        "histogram: how crowded the embedding space is.",
+    )
     add_batch_rows: int = Field(
         100_000, ge=1, description="Embedding rows read and added to hnswlib at a time (bounds memory)."
     )
@@ -292,6 +297,14 @@ class AudienceConfig(_Section):
     )
     report_sample: int = Field(
         100_000, ge=100, description="Eligible users sampled to compare feature distributions."
+    )
+    report_map_points: int = Field(
+        1_500, ge=3, le=20_000, description="Points in the HTML report's 2-D embedding map (PCA), "
+        "a seeded third each from the population, the seeds and the audience; stored rounded in "
+        "the report JSON (about 35 bytes a point).",
+    )
+    report_score_bins: int = Field(
+        40, ge=2, le=1_000, description="Bins of the audience's score histogram in the report.",
     )
     quality_estimate: bool = Field(
         True, description="Estimate every export's recall and lift at its size and each tier by "

@@ -12,6 +12,7 @@
         embeddings/                embeddings.npy (float32 or float16, row i = users.parquet row
                                    i), users.parquet
         index/                     shard-*.bin, index.json
+        report.html                training curve, nearest-neighbour similarities, drift (plots)
         manifest.json              written last: a build without it is incomplete
       audiences/<name>/            last export of each audience name (for overlap reports)
 """
@@ -67,6 +68,10 @@ class BuildPaths:
     @property
     def index_dir(self) -> Path:
         return self.root / "index"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
 
     @property
     def manifest(self) -> Path:

@@ -66,3 +66,23 @@ def _top_of_block(
     if excluded is not None:
         scores.masked_fill_(excluded[None, :], -torch.inf)
     return scores.topk(min(k, scores.shape[1]), dim=1)
+
+
+def nearest_other_similarity(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each of ``rows`` to its nearest *other* user, by exact search.
+
+    Use it to describe how crowded the embedding space is (the build report's histogram). A user
+    with an identical twin gets the twin's similarity (1.0), not its own.
+
+    Example::
+
+        >>> vectors = np.eye(3, dtype=np.float32)[[0, 0, 1]]
+        >>> nearest_other_similarity(vectors, np.array([0, 2])).tolist()
+        [1.0, 0.0]
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0 or len(embeddings) < 2:
+        return np.zeros(0, dtype=np.float32)
+    labels, sims = exact_search(embeddings, np.asarray(embeddings[rows]), k=2)
+    # The user itself is normally first; when a twin ties and comes first, the twin is the answer.
+    return np.where(labels[:, 0] == rows, sims[:, 1], sims[:, 0])
