@@ -37,15 +37,18 @@ def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
                 eligible: str | None = None, strategy: str | None = None,
                 min_score: float | None = None, name: str | None = None,
                 config_path: str | None = None,
-                hashing: dict[str, str] | None = None) -> dict[str, Any]:
+                hashing: dict[str, str] | None = None,
+                audit_profiles: str | None = None) -> dict[str, Any]:
     """Export the audience of one seed list from the workdir's current build.
 
     ``hashing`` holds :class:`~lookalike.audience.export.HashingRequest` fields (kind, platform,
-    identifiers, column) to add a hashed email or phone column.
+    identifiers, column) to add a hashed email or phone column; ``audit_profiles`` replaces the
+    build's profiles as the table ``privacy.audit_columns`` are read from.
     """
     options = {"size": size, "fraction": fraction, "exclude": exclude, "eligible": eligible,
                "strategy": strategy, "min_score": min_score, "name": name,
-               "hashing": None if hashing is None else HashingRequest(**hashing)}
+               "hashing": None if hashing is None else HashingRequest(**hashing),
+               "audit_profiles": audit_profiles}
     result = export_task(workdir, seeds, out, options, load_config(config_path))
     publish_artifacts(result)
     return result
