@@ -250,11 +250,13 @@ def erase(
 def serve(
     config: Annotated[Path, typer.Option(help="Config with a schedule section (cron, inputs, audiences).")],
 ) -> None:
-    """Register the scheduled pipeline deployment and run it on the config's cron until stopped.
+    """Register the scheduled pipeline and the ad-hoc export deployments and run them until stopped.
 
     Needs a Prefect server: start one with `prefect server start` (SQLite by default) and set
     PREFECT_API_URL=http://127.0.0.1:4200/api. Trigger a run by hand with
-    `prefect deployment run 'lookalike-pipeline/scheduled'`. Stop with Ctrl-C (SIGINT/SIGTERM).
+    `prefect deployment run 'lookalike-pipeline/scheduled'`; export an audience from the UI or with
+    `prefect deployment run 'lookalike-export/adhoc' -p seeds=/abs/seeds.csv -p out=/abs/a.parquet
+    -p fraction=0.05` (the report is among the run's artifacts). Stop with Ctrl-C (SIGINT/SIGTERM).
     """
     from flows.deploy import check_server, serve_pipeline
 
