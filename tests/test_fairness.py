@@ -4,6 +4,8 @@ warnings, denied audit columns kept out of the features, and clear errors before
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from lookalike.data.spec import FeatureSpec
 from lookalike.privacy.audit import MISSING_GROUP, audit_shares
 from lookalike.search.neighbours import ExactSearch
 
+REPO = Path(__file__).resolve().parents[1]
 N = 600
 SEED_ROWS = np.flatnonzero(np.arange(N) % 6 == 5)[:40]  # cluster 5 of clustered_embeddings
 
@@ -183,3 +186,33 @@ def test_a_denied_audit_column_never_reaches_the_feature_spec(tmp_path):
     assert "age" in names and "plan" in names  # the allowed columns are features
     assert not [n for n in names if "sex" in n]
     assert not [c for c in pl.read_parquet(build.features).columns if "sex" in c]
+
+
+def test_the_export_command_reads_audit_columns_from_audit_profiles(tmp_path):
+    build = write_build(tmp_path / "w", clustered_embeddings(N))
+    ids = population_ids(N, "int")
+    recorded = tmp_path / "recorded.parquet"  # the build's profiles, without the audit columns
+    pl.DataFrame({"user_id": ids}).write_parquet(recorded)
+    write_json(build.manifest, {"inputs": {"profiles": {"path": str(recorded), "files": []}},
+                                "files": {}})
+    Workdir(tmp_path / "w").set_current(build.build_id)
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({  # JSON is YAML
+        "audience": {"min_audience_size": 10, "min_seed_size": 20, "quality_estimate": False,
+                     "strategy": "centroid"},
+        "privacy": {"audit_columns": ["segment", "sex"]}}))
+    profiles = write_audit_profiles(tmp_path / "profiles.parquet", ids)
+    seeds = write_ids(tmp_path / "seeds.csv", ids[SEED_ROWS])
+    command = [sys.executable, "-m", "flows.cli", "export", "--no-prefect", "--workdir",
+               str(tmp_path / "w"), "--seeds", str(seeds), "--size", "90", "--config", str(config)]
+
+    default = subprocess.run([*command, "--out", str(tmp_path / "a.parquet")], cwd=REPO,
+                             capture_output=True, text=True, check=False)
+    given = subprocess.run([*command, "--out", str(tmp_path / "b.parquet"), "--audit-profiles",
+                            str(profiles)], cwd=REPO, capture_output=True, text=True, check=False)
+
+    assert default.returncode == 1 and not (tmp_path / "a.parquet").exists()
+    assert default.stderr.strip().splitlines()[-1].startswith(f"error: {recorded}: column 'segment'")
+    assert given.returncode == 0, given.stderr
+    fairness = json.loads((tmp_path / "b.report.json").read_text())["fairness"]
+    assert fairness["profiles"] == str(profiles) and len(fairness["rows"]) == 4
