@@ -1,8 +1,9 @@
 """The export flow: a seed list in, an audience Parquet file and its report out.
 
-Each run leaves up to four artifacts in Prefect: the report as Markdown, a table of the audience
+Each run leaves up to five artifacts in Prefect: the report as Markdown, a table of the audience
 per tier, a table of the expected quality (recall and lift with 95% intervals at the audience's
-size and each tier, estimated by seed hold-out) and a link to the Parquet file.
+size and each tier, estimated by seed hold-out), the fairness audit's table (each audited group's
+share of the audience and of the eligible users) and a link to the Parquet file.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
 
 
 def publish_artifacts(result: dict[str, Any]) -> None:
-    """Report, tier table, quality table and file link, keyed by the audience file's name."""
+    """Report, tier, quality and fairness tables and file link, keyed by the audience file's name."""
     key = artifact_key(Path(result["audience"]).stem)
     create_markdown_artifact(key=f"{key}-report", markdown=Path(result["report_md"]).read_text(),
                              description="lookalike audience report")
@@ -66,6 +67,10 @@ def publish_artifacts(result: dict[str, Any]) -> None:
     if quality:
         create_table_artifact(key=f"{key}-quality", table=quality,
                               description="expected recall and lift per size (seed hold-out)")
+    fairness = result["summary"].get("fairness")
+    if fairness:
+        create_table_artifact(key=f"{key}-fairness", table=fairness,
+                              description="audited groups: audience share against eligible share")
     create_link_artifact(key=f"{key}-file", link=Path(result["audience"]).resolve().as_uri(),
                          link_text=Path(result["audience"]).name, description="audience Parquet")
 

@@ -1,12 +1,13 @@
 """The ad-hoc export deployment of ``lookalike serve``: a run started through a real Prefect
 server's API (as the UI or ``prefect deployment run`` start one) writes the library's audience
-and leaves its report as an artifact.
+and leaves its report and fairness audit as artifacts.
 
 Reuses the real-server helpers and the synthetic inputs of ``test_flows.py``.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,9 @@ def test_an_adhoc_export_run_writes_the_librarys_audience_and_its_report(inputs:
                                                 "size": AUDIENCE_SIZE})
         final = wait_for(lambda: finished(api, str(run_id)), 90, "the export run to finish", logs)
         assert final["state"]["type"] == "COMPLETED", (final["state"], tail(logs))
-        report = wait_for(lambda: report_artifact(api, run_id, "adhoc-report"), 30,
+        report = wait_for(lambda: artifact_data(api, run_id, "adhoc-report"), 30,
                           "the run's report artifact", logs)
+        fairness = artifact_data(api, run_id, "adhoc-fairness")
     finally:
         for process in reversed(processes):  # serve first: it hangs if the server goes first
             stop(process)
@@ -76,6 +78,8 @@ def test_an_adhoc_export_run_writes_the_librarys_audience_and_its_report(inputs:
     assert ranked[0].height == AUDIENCE_SIZE
     assert ranked[0].equals(ranked[1])
     assert report == out.with_name("adhoc.report.md").read_text()
+    rows = json.loads(out.with_name("adhoc.report.json").read_text())["fairness"]["rows"]
+    assert rows and json.loads(fairness) == rows
 
 
 def serve_config(inputs: Inputs, folder: Path) -> Path:
@@ -83,6 +87,7 @@ def serve_config(inputs: Inputs, folder: Path) -> Path:
     config = write_schedule_config(inputs, folder)
     raw = yaml.safe_load(config.read_text())
     raw["schedule"]["cron"] = NEVER_SOON
+    raw["privacy"] = {"audit_columns": ["device", "region_code"]}
     config.write_text(yaml.safe_dump(raw))
     return config
 
@@ -103,8 +108,8 @@ def start_export(api: str, deployment: UUID, parameters: dict[str, Any]) -> UUID
         return client.create_flow_run_from_deployment(deployment, parameters=parameters).id
 
 
-def report_artifact(api: str, flow_run_id: UUID, key: str) -> str | None:
-    """The markdown of a flow run's artifact named ``key``, or None while there is none."""
+def artifact_data(api: str, flow_run_id: UUID, key: str) -> str | None:
+    """The data (Markdown, or a table as JSON) of a flow run's artifact ``key``; None if none."""
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,

@@ -315,6 +315,7 @@ def export_audience(
         "tiers": report["tiers"],
         "overlap_jaccard": None if report["overlap"] is None else report["overlap"]["jaccard"],
         "quality": quality_table(quality),
+        "fairness": None if fairness is None else fairness["rows"],
         "hashing": hashed,
         "warnings": report["warnings"],
         "timings_s": timings,
