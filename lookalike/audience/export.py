@@ -189,8 +189,9 @@ def export_audience(
 
     Raises:
         AudienceError: too few seeds, an audience below ``audience.min_audience_size``, a seed
-            list too close to the previous export's.
-        InputError: an unreadable or invalid seed, exclusion or eligible file.
+            list too close to the previous export's, audit columns without a profiles table.
+        InputError: an unreadable or invalid seed, exclusion or eligible file, or an audit
+            column missing from the profiles table.
         ArtifactError: a missing or inconsistent build artifact.
 
     Example::
@@ -249,7 +250,8 @@ def export_audience(
     table = audience_table(population.ids, expansion, tiers, seed_ids[nearest])
     with _timed(timings, "fairness"):
         fairness = fairness_section(audit, population, expansion, selection, config.privacy)
-    fairness_warnings = [] if fairness is None else fairness["warnings"]
+    fairness_warnings = [] if fairness is None else gap_warnings(
+        fairness["rows"], fairness["max_gap_points"])
     for warning in fairness_warnings:
         progress(f"warning: {warning}")
     hashed = None
@@ -505,7 +507,7 @@ def fairness_section(
     selection: Selection, privacy: PrivacyConfig,
 ) -> dict[str, Any] | None:
     """The report's ``fairness`` section: group shares of the audience against the eligible
-    users (the candidates: eligible list, minus exclusions, opt-outs and seeds) and warnings."""
+    users (the candidates: eligible list, minus exclusions, opt-outs and seeds)."""
     if audit is None:
         return None
     rows = audit_shares(population.ids[expansion.rows],
@@ -516,7 +518,6 @@ def fairness_section(
         "max_gap_points": privacy.max_audit_gap_points,
         "profiles": audit.profiles,
         "rows": rows,
-        "warnings": gap_warnings(rows, privacy.max_audit_gap_points),
     }
 
 
