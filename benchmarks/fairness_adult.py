@@ -6,15 +6,15 @@ https://doi.org/10.24432/C5XW20, licence CC BY 4.0. ``adult.data`` and ``adult.t
 ``>50K`` is the conversion ``high_income``.
 
 A seeded sample of ``--seeds`` high earners is the seed list and the build's only conversions (the
-other high earners are never seen). Two builds from the same profiles: one with ``sex`` and
-``race`` in ``ingest.deny_columns`` (they never reach the model), one without. Both export the
-seeds at ``--fraction`` of the eligible users (everyone but the seeds) with ``sex`` and ``race`` in
-``privacy.audit_columns``. Per group, the printed table gives its share of the eligible users and
-the gap (audience share - eligible share, percentage points) of: the seeds themselves (what a
-perfect copy of the seeds would show), a random audience of the same size (seeded), the audience
-of the build that denies the columns (what the remaining features, the proxies, carry) and of the
-build that uses them. Also: the share of unseen high earners in each audience and the proxy
-warnings of the denying build. Writes ``fairness.json`` to ``--out``.
+other high earners are never seen). Three builds from the same profiles: one that uses ``sex`` and
+``race`` as features (``allowed``), one with them in ``ingest.deny_columns`` (``denied``: they never
+reach the model), and one that also denies the features its proxy check flagged (``proxies``).
+Each exports the seeds at ``--fraction`` of the eligible users (everyone but the seeds) with
+``sex`` and ``race`` in ``privacy.audit_columns``. Per group, the printed table gives its share of
+the eligible users and the gap (audience share - eligible share, percentage points) of: the seeds
+themselves (what a perfect copy of the seeds would show), a random audience of the same size
+(seeded), and the three builds' audiences. Also: the share of unseen high earners in each
+audience and the proxy warnings of the denying build. Writes ``fairness.json`` to ``--out``.
 
 Example::
 
@@ -54,7 +54,7 @@ from lookalike.core.workdir import Workdir
 from lookalike.privacy.audit import audit_shares
 
 AUDITED = ["sex", "race"]
-AUDIENCES = ("seeds", "random", "denied", "allowed")
+AUDIENCES = ("seeds", "random", "allowed", "denied", "proxies")
 
 
 def write_inputs(frame: pl.DataFrame, folder: Path, seeds: int, seed: int) -> dict[str, Any]:
@@ -77,14 +77,15 @@ def build_and_export(inputs: dict[str, Any], folder: Path, config: LookalikeConf
     result = export_audience(build, inputs["seeds"], folder / "audience.parquet",
                              fraction=fraction, config=config, progress=print)
     report = json.loads(result.report_json.read_text())
-    proxies = read_json(build.root / "ingest_report.json")["privacy"]["proxy_warnings"]
+    privacy = read_json(build.root / "ingest_report.json")["privacy"]
     return {"ids": pl.read_parquet(result.audience).get_column("user_id"), "report": report,
-            "proxy_warnings": proxies, "population": pl.read_parquet(build.users).get_column("user_id")}
+            "proxy_warnings": privacy["proxy_warnings"], "proxy_features": privacy["proxy_features"],
+            "population": pl.read_parquet(build.users).get_column("user_id")}
 
 
 def gap_table(shares: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per audited group: its eligible share and each audience's gap in points."""
-    first = shares["denied"]
+    first = shares["seeds"]
     table = []
     for i, row in enumerate(first):
         gaps = {name: shares[name][i]["gap_points"] for name in AUDIENCES}
@@ -95,8 +96,8 @@ def gap_table(shares: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def markdown(table: list[dict[str, Any]], precision: dict[str, float], base_rate: float) -> str:
-    lines = ["| column | group | eligible share | seeds | random | denied | allowed |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| column | group | eligible share | " + " | ".join(AUDIENCES) + " |",
+             "|---|---|---|" + "---|" * len(AUDIENCES)]
     lines += [f"| {r['column']} | {r['group']} | {r['eligible_share']:.1%} | "
               + " | ".join(f"{r[n]:+.1f}" for n in AUDIENCES) + " |" for r in table]
     lines.append("")
@@ -126,35 +127,35 @@ def main() -> None:
     shutil.rmtree(args.out, ignore_errors=True)  # a stale checkpoint would be resumed
     frame = stratified_sample(read_adult(args.datasets), args.users, args.seed)
     inputs = write_inputs(frame, args.out / "tables", args.seeds, args.seed)
-    runs = {
-        "denied": build_and_export(inputs, args.out / "denied",
-                                   with_settings(base, {"ingest.deny_columns": AUDITED}), args.fraction),
-        "allowed": build_and_export(inputs, args.out / "allowed", base, args.fraction),
-    }
+    runs = {"denied": build_and_export(inputs, args.out / "denied", with_settings(
+        base, {"ingest.deny_columns": AUDITED}), args.fraction)}
+    proxies = [*AUDITED, *runs["denied"]["proxy_features"]]
+    runs["proxies"] = build_and_export(inputs, args.out / "proxies", with_settings(
+        base, {"ingest.deny_columns": proxies}), args.fraction)
+    runs["allowed"] = build_and_export(inputs, args.out / "allowed", base, args.fraction)
     profiles = frame.select("user_id", *AUDITED)
     population = runs["denied"]["population"]
     eligible = population.filter(~population.is_in(inputs["seed_ids"].implode()))
     size = len(runs["denied"]["ids"])
-    audiences = {"seeds": inputs["seed_ids"],
-                 "random": eligible.sample(size, seed=args.seed),
-                 "denied": runs["denied"]["ids"], "allowed": runs["allowed"]["ids"]}
+    audiences = {"seeds": inputs["seed_ids"], "random": eligible.sample(size, seed=args.seed),
+                 **{name: run["ids"] for name, run in runs.items()}}
     shares = {name: audit_shares(ids, eligible, profiles, AUDITED) for name, ids in audiences.items()}
-    for name in ("denied", "allowed"):  # the export's own audit is the same computation
+    for name in runs:  # the export's own audit is the same computation
         assert shares[name] == runs[name]["report"]["fairness"]["rows"]
     unseen = inputs["unseen"].implode()
     precision = {n: float(ids.is_in(unseen).mean()) for n, ids in audiences.items() if n != "seeds"}
     base_rate = float(eligible.is_in(unseen).mean())
     table = gap_table(shares)
     print(markdown(table, precision, base_rate))
-    print("proxy warnings (denying build):")
+    print(f"denied in 'proxies': {proxies}; proxy warnings of the 'denied' build:")
     for warning in runs["denied"]["proxy_warnings"] or ["none"]:
         print(f"- {warning}")
     write_json(args.out / "fairness.json", {
         "seeds": args.seeds, "fraction": args.fraction, "audience_size": size, "gaps": table,
         "unseen_high_earner_share": precision, "eligible_high_earner_share": base_rate,
-        "proxy_warnings": runs["denied"]["proxy_warnings"],
-        "fairness_warnings": {n: [w for w in runs[n]["report"]["warnings"] if w.startswith("fairness")]
-                              for n in ("denied", "allowed")}})
+        "proxy_warnings": runs["denied"]["proxy_warnings"], "proxies_denied": proxies,
+        "fairness_warnings": {n: [w for w in run["report"]["warnings"] if w.startswith("fairness")]
+                              for n, run in runs.items()}})
 
 
 if __name__ == "__main__":

@@ -170,7 +170,8 @@ def test_an_audit_column_missing_from_profiles_stops_the_export_before_any_write
 def test_a_denied_audit_column_never_reaches_the_feature_spec(tmp_path):
     rng = np.random.default_rng(4)
     profiles, conversions = tmp_path / "profiles.parquet", tmp_path / "conversions.parquet"
-    pl.DataFrame({"user_id": np.arange(500), "sex": rng.choice(["f", "m"], 500),
+    sex = rng.choice(["f", "m"], 500)
+    pl.DataFrame({"user_id": np.arange(500), "sex": sex, "title": np.where(sex == "f", "Ms", "Mr"),
                   "age": rng.integers(18, 90, 500), "plan": rng.choice(["a", "b"], 500)}
                  ).write_parquet(profiles)
     pl.DataFrame({"user_id": np.arange(0, 500, 5), "conversion_type": "buy"}).write_parquet(conversions)
@@ -179,13 +180,14 @@ def test_a_denied_audit_column_never_reaches_the_feature_spec(tmp_path):
     build = Workdir(tmp_path / "w").build("b")
     build.root.mkdir(parents=True)
 
-    step_features(build, BuildRequest(None, str(profiles), str(conversions), config=config),
-                  progress=lambda _: None)
+    reports = step_features(build, BuildRequest(None, str(profiles), str(conversions),
+                                                config=config), progress=lambda _: None)
 
     names = FeatureSpec.load(build.spec).columns
     assert "age" in names and "plan" in names  # the allowed columns are features
     assert not [n for n in names if "sex" in n]
     assert not [c for c in pl.read_parquet(build.features).columns if "sex" in c]
+    assert reports["privacy"]["proxy_features"] == ["title"]  # what still carries it
 
 
 def test_the_export_command_reads_audit_columns_from_audit_profiles(tmp_path):
