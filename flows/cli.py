@@ -181,6 +181,7 @@ def export(
     platform: Annotated[str | None, typer.Option(help="google or meta: the platform's normalization rules (with --hash).")] = None,
     identifiers: Annotated[str | None, typer.Option(help="Table of user_id and the email/phone column (with --hash).")] = None,
     id_column: Annotated[str | None, typer.Option("--id-column", help="Identifier column in --identifiers (default: the --hash kind).")] = None,
+    audit_profiles: Annotated[str | None, typer.Option("--audit-profiles", help="Profiles table the config's privacy.audit_columns are read from (default: the build's profiles).")] = None,
     prefect: PrefectChoice = None,
 ) -> None:
     """Write the users most similar to SEEDS as a Parquet audience plus a report."""
@@ -194,12 +195,13 @@ def export(
         raise LookalikeError(f"unknown strategy '{strategy}': use one of "
                              f"{', '.join(get_args(StrategyName))}")
     Workdir(workdir).current()
-    check_inputs(seeds, exclude, eligible, identifiers)
+    check_inputs(seeds, exclude, eligible, identifiers, audit_profiles)
     load_config(config)
     result = runner(Console(), prefect).export(
         workdir=str(workdir), seeds=seeds, out=str(out), size=size, fraction=fraction,
         exclude=exclude, eligible=eligible, strategy=strategy, min_score=min_score, name=name,
-        config_path=str(config) if config else None, hashing=hashing)
+        config_path=str(config) if config else None, hashing=hashing,
+        audit_profiles=audit_profiles)
     summary = result["summary"]
     typer.echo(f"audience: {result['audience']} ({summary['size']:,} users)")
     if hashing is not None:
@@ -248,11 +250,13 @@ def erase(
 def serve(
     config: Annotated[Path, typer.Option(help="Config with a schedule section (cron, inputs, audiences).")],
 ) -> None:
-    """Register the scheduled pipeline deployment and run it on the config's cron until stopped.
+    """Register the scheduled pipeline and the ad-hoc export deployments and run them until stopped.
 
     Needs a Prefect server: start one with `prefect server start` (SQLite by default) and set
     PREFECT_API_URL=http://127.0.0.1:4200/api. Trigger a run by hand with
-    `prefect deployment run 'lookalike-pipeline/scheduled'`. Stop with Ctrl-C (SIGINT/SIGTERM).
+    `prefect deployment run 'lookalike-pipeline/scheduled'`; export an audience from the UI or with
+    `prefect deployment run 'lookalike-export/adhoc' -p seeds=/abs/seeds.csv -p out=/abs/a.parquet
+    -p fraction=0.05` (the report is among the run's artifacts). Stop with Ctrl-C (SIGINT/SIGTERM).
     """
     from flows.deploy import check_server, serve_pipeline
 

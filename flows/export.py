@@ -2,7 +2,8 @@
 
 Each run leaves up to five artifacts in Prefect: the report as Markdown, a table of the audience
 per tier, a table of the expected quality (recall and lift with 95% intervals at the audience's
-size and each tier, estimated by seed hold-out), a link to the Parquet file and one to the HTML
+size and each tier, estimated by seed hold-out), the fairness audit's table (each audited group's
+share of the audience and of the eligible users), a link to the Parquet file and one to the HTML
 report with plots.
 """
 
@@ -38,23 +39,26 @@ def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
                 eligible: str | None = None, strategy: str | None = None,
                 min_score: float | None = None, name: str | None = None,
                 config_path: str | None = None,
-                hashing: dict[str, str] | None = None) -> dict[str, Any]:
+                hashing: dict[str, str] | None = None,
+                audit_profiles: str | None = None) -> dict[str, Any]:
     """Export the audience of one seed list from the workdir's current build.
 
     ``hashing`` holds :class:`~lookalike.audience.export.HashingRequest` fields (kind, platform,
-    identifiers, column) to add a hashed email or phone column.
+    identifiers, column) to add a hashed email or phone column; ``audit_profiles`` replaces the
+    build's profiles as the table ``privacy.audit_columns`` are read from.
     """
     options = {"size": size, "fraction": fraction, "exclude": exclude, "eligible": eligible,
                "strategy": strategy, "min_score": min_score, "name": name,
-               "hashing": None if hashing is None else HashingRequest(**hashing)}
+               "hashing": None if hashing is None else HashingRequest(**hashing),
+               "audit_profiles": audit_profiles}
     result = export_task(workdir, seeds, out, options, load_config(config_path))
     publish_artifacts(result)
     return result
 
 
 def publish_artifacts(result: dict[str, Any]) -> None:
-    """Report, tier table, quality table and links to the file and the HTML report, keyed by the
-    audience file's name."""
+    """Report, tier, quality and fairness tables, and links to the file and the HTML report, keyed
+    by the audience file's name."""
     key = artifact_key(Path(result["audience"]).stem)
     create_markdown_artifact(key=f"{key}-report", markdown=Path(result["report_md"]).read_text(),
                              description="lookalike audience report")
@@ -65,6 +69,10 @@ def publish_artifacts(result: dict[str, Any]) -> None:
     if quality:
         create_table_artifact(key=f"{key}-quality", table=quality,
                               description="expected recall and lift per size (seed hold-out)")
+    fairness = result["summary"].get("fairness")
+    if fairness:
+        create_table_artifact(key=f"{key}-fairness", table=fairness,
+                              description="audited groups: audience share against eligible share")
     create_link_artifact(key=f"{key}-file", link=Path(result["audience"]).resolve().as_uri(),
                          link_text=Path(result["audience"]).name, description="audience Parquet")
     create_link_artifact(key=f"{key}-html", link=Path(result["report_html"]).resolve().as_uri(),

@@ -3,6 +3,7 @@ audience listed in the config's ``schedule.audiences``."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +23,23 @@ def pipeline_flow(config_path: str) -> dict[str, Any]:
     if not schedule.workdir or not schedule.conversions:
         raise LookalikeError(f"{config_path}: schedule.workdir and schedule.conversions are required")
     base = Path(config_path).resolve().parent
-    built = build_flow(workdir=_path(base, schedule.workdir), conversions=_path(base, schedule.conversions),
-                       events=_path(base, schedule.events), profiles=_path(base, schedule.profiles),
+    path = functools.partial(config_relative, base)
+    built = build_flow(workdir=path(schedule.workdir), conversions=path(schedule.conversions),
+                       events=path(schedule.events), profiles=path(schedule.profiles),
                        config_path=config_path)
     exports = []
     for audience in schedule.audiences:
         log(f"exporting audience {audience.name}")
         exports.append(export_flow(
-            workdir=_path(base, schedule.workdir), seeds=_path(base, audience.seeds),
-            out=_path(base, audience.out), size=audience.size, fraction=audience.fraction,
-            exclude=_path(base, audience.exclude), eligible=_path(base, audience.eligible),
+            workdir=path(schedule.workdir), seeds=path(audience.seeds),
+            out=path(audience.out), size=audience.size, fraction=audience.fraction,
+            exclude=path(audience.exclude), eligible=path(audience.eligible),
             strategy=audience.strategy, name=audience.name, config_path=config_path,
         ))
     return {"build": built, "exports": exports}
 
 
-def _path(base: Path, value: str | None) -> str | None:
+def config_relative(base: Path, value: str | None) -> str | None:
     """Config paths are relative to the config file's folder (URLs are left alone)."""
     if value is None or "://" in value:
         return value

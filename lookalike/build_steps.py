@@ -43,7 +43,7 @@ from lookalike.data.ingest import (
     load_profiles,
 )
 from lookalike.data.files import resolve_files
-from lookalike.privacy.proxies import proxy_warnings, read_denied_columns
+from lookalike.privacy.proxies import ProxyWarning, proxy_warnings, read_denied_columns
 from lookalike.data.schema import USER_ID
 from lookalike.data.spec import FeatureSpec
 from lookalike.privacy.suppression import drop_listed, suppressed_ids
@@ -189,7 +189,9 @@ def step_features(build: BuildPaths, request: BuildRequest,
                      "n_categorical": result.n_categorical, "as_of": str(result.as_of),
                      "notes": result.notes},
         "privacy": {"suppressed_users": 0 if suppressed is None else len(suppressed),
-                    "denied_columns": cfg.ingest.deny_columns, "proxy_warnings": warnings},
+                    "denied_columns": cfg.ingest.deny_columns,
+                    "proxy_warnings": [str(w) for w in warnings],
+                    "proxy_features": sorted({w.feature for w in warnings})},
     }
     write_json(build.root / "ingest_report.json", reports)
     progress(f"features: {result.n_users:,} users, {result.n_numeric} numeric and "
@@ -203,7 +205,7 @@ def _without(suppressed: pl.Series | None, table: Table | None) -> Table | None:
     return Table(drop_listed(table.frame, suppressed), table.report)
 
 
-def build_proxy_warnings(build: BuildPaths, request: BuildRequest) -> list[str]:
+def build_proxy_warnings(build: BuildPaths, request: BuildRequest) -> list[ProxyWarning]:
     """Proxy warnings of the build's features against the profiles' denied columns."""
     cfg = request.config
     if request.profiles is None or not cfg.ingest.deny_columns:
@@ -214,9 +216,8 @@ def build_proxy_warnings(build: BuildPaths, request: BuildRequest) -> list[str]:
         return []
     spec = FeatureSpec.load(build.spec)
     features = pl.read_parquet(build.features)
-    found = proxy_warnings(features, denied, categorical=[f.name for f in spec.categorical],
-                           config=cfg.privacy)
-    return [str(w) for w in found]
+    return proxy_warnings(features, denied, categorical=[f.name for f in spec.categorical],
+                          config=cfg.privacy)
 
 
 def population_conversions(conversions: pl.LazyFrame, path: str,

@@ -75,17 +75,18 @@ from lookalike.audience.report import (
     tier_counts,
     write_report,
 )
-from lookalike.core.config import AudienceConfig, LookalikeConfig
+from lookalike.core.config import AudienceConfig, LookalikeConfig, PrivacyConfig
 from lookalike.core.errors import ArtifactError, AudienceError, InputError
 from lookalike.privacy.hashing import Kind, Platform, hash_identifiers
 from lookalike.search.index import AnnIndex
 from lookalike.data.ingest import load_user_list, scan_table
+from lookalike.privacy.audit import audit_shares, gap_warnings, read_audit_columns
 from lookalike.privacy.proxies import seed_overlap_guard
 from lookalike.audience.propensity import FeatureRows, ParquetFeatures
 from lookalike.data.schema import USER_ID
 from lookalike.data.spec import FeatureSpec
 from lookalike.privacy.suppression import is_listed, suppressed_ids
-from lookalike.core.workdir import BuildPaths, Workdir
+from lookalike.core.workdir import BuildPaths, Workdir, load_manifest
 from lookalike.core.progress import Progress
 
 METADATA_PREFIX = "lookalike."
@@ -161,6 +162,7 @@ def export_audience(
     config: LookalikeConfig = LookalikeConfig(),
     search: NeighbourSearch | None = None,
     hashing: HashingRequest | None = None,
+    audit_profiles: Path | str | None = None,
     progress: Progress = print,
 ) -> ExportResult:
     """Expand a seed list into the ``size`` (or ``fraction`` of eligible) most similar users.
@@ -178,18 +180,24 @@ def export_audience(
         search: replaces the build's index (the default; exact search over the eligible users
             when an eligible list leaves at most ``audience.exact_search_max_candidates``).
         hashing: add a ``hashed_email`` or ``hashed_phone`` column for ad-platform upload.
+        audit_profiles: the profiles table that ``privacy.audit_columns`` are read from; default
+            the build's own profiles input (its manifest's ``inputs.profiles``).
         progress: called with one line per stage.
 
     Privacy rules: users on ``privacy.suppression_list`` are never exported (nor used as seeds),
     even when the build predates their opt-out; a seed list differing from the previous export of
     the same name in fewer than ``privacy.min_seed_difference`` users (but not zero) is refused.
+    With ``privacy.audit_columns``, the report's ``fairness`` section compares each group's share
+    of the audience and of the eligible users (:mod:`lookalike.privacy.audit`) and warns beyond
+    ``privacy.max_audit_gap_points``.
     The build's files are verified against its manifest before any is read; nothing is written
     unless every check passes.
 
     Raises:
         AudienceError: too few seeds, an audience below ``audience.min_audience_size``, a seed
-            list too close to the previous export's.
-        InputError: an unreadable or invalid seed, exclusion or eligible file.
+            list too close to the previous export's, audit columns without a profiles table.
+        InputError: an unreadable or invalid seed, exclusion or eligible file, or an audit
+            column missing from the profiles table.
         ArtifactError: a missing or inconsistent build artifact.
 
     Example::
@@ -209,6 +217,7 @@ def export_audience(
         verify_export_inputs(build)
         population = load_population(build)
         model_build_id = build.model_build_id()
+        audit = read_audit(build, population, audit_profiles, config)
     with _timed(timings, "seeds"):
         lists = {"seeds": seeds, "exclude": exclude, "eligible": eligible}
         selection = select_users(population, lists, exclude_seeds, config, progress)
@@ -245,6 +254,12 @@ def export_audience(
         quality = estimate_quality(problem, strategy, cfg, len(expansion.rows))
     tiers = assign_tiers(len(expansion.rows), cfg.tiers, selection.n_candidates)
     table = audience_table(population.ids, expansion, tiers, seed_ids[nearest])
+    with _timed(timings, "fairness"):
+        fairness = fairness_section(audit, population, expansion, selection, config.privacy)
+    fairness_warnings = [] if fairness is None else gap_warnings(
+        fairness["rows"], fairness["max_gap_points"])
+    for warning in fairness_warnings:
+        progress(f"warning: {warning}")
     hashed = None
     if hashing is not None:
         with _timed(timings, "hash"):
@@ -292,7 +307,8 @@ def export_audience(
             "reach_curve": reach_curve(expansion.scores, similarity),
             "features": _why_these_people(build, population, expansion, selection, cfg),
             "overlap": overlap_with_previous(table.column("user_id"), last_export),
-            "warnings": [*selection.seeds.report.warnings, *export_warnings],
+            "fairness": fairness,
+            "warnings": [*selection.seeds.report.warnings, *export_warnings, *fairness_warnings],
             "suppressed_users": selection.suppressed,
             "hashing": hashed,
             "quality": quality,
@@ -309,6 +325,7 @@ def export_audience(
         "tiers": report["tiers"],
         "overlap_jaccard": None if report["overlap"] is None else report["overlap"]["jaccard"],
         "quality": quality_table(quality),
+        "fairness": None if fairness is None else fairness["rows"],
         "hashing": hashed,
         "warnings": report["warnings"],
         "timings_s": timings,
@@ -446,6 +463,70 @@ def _list_counts(match: IdMatch | None) -> dict[str, int] | None:
         "matched": len(match.rows),
         "unknown": match.unknown,
         "duplicates": match.duplicates,
+    }
+
+
+# --- fairness audit ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditColumns:
+    """The audit columns of the population's users and the profiles table they came from."""
+
+    profiles: str
+    table: pl.DataFrame  # user_id (the population's id type) and privacy.audit_columns
+
+
+def read_audit(
+    build: BuildPaths, population: Population, audit_profiles: Path | str | None,
+    config: LookalikeConfig,
+) -> AuditColumns | None:
+    """Read ``privacy.audit_columns`` (None when there are none) before anything is written.
+
+    Raises:
+        AudienceError: an ``audit_profiles`` table without audit columns, or audit columns and
+            neither ``audit_profiles`` nor a profiles input recorded in the build's manifest.
+        InputError: an audit column absent from the profiles table.
+    """
+    columns = config.privacy.audit_columns
+    if not columns:
+        if audit_profiles is not None:
+            raise AudienceError(f"an audit profiles table ({audit_profiles}) was given but "
+                                "privacy.audit_columns is empty: name the columns to audit in "
+                                "the config")
+        return None
+    path = str(audit_profiles) if audit_profiles is not None else build_profiles_input(build)
+    if path is None:
+        raise AudienceError(f"privacy.audit_columns {columns} need a profiles table, and build "
+                            f"{build.build_id} records none: pass one (--audit-profiles)")
+    table = read_audit_columns(path, columns, population.ids.dtype,
+                               csv_separator=config.ingest.csv_separator)
+    return AuditColumns(path, table)
+
+
+def build_profiles_input(build: BuildPaths) -> str | None:
+    """The profiles table the build was made from (its manifest's ``inputs``), if any."""
+    if not build.is_complete():
+        return None
+    return load_manifest(build)["inputs"].get("profiles", {}).get("path")
+
+
+def fairness_section(
+    audit: AuditColumns | None, population: Population, expansion: Expansion,
+    selection: Selection, privacy: PrivacyConfig,
+) -> dict[str, Any] | None:
+    """The report's ``fairness`` section: group shares of the audience against the eligible
+    users (the candidates: eligible list, minus exclusions, opt-outs and seeds)."""
+    if audit is None:
+        return None
+    rows = audit_shares(population.ids[expansion.rows],
+                        population.ids.filter(pl.Series(selection.candidates)),
+                        audit.table, privacy.audit_columns)
+    return {
+        "columns": privacy.audit_columns,
+        "max_gap_points": privacy.max_audit_gap_points,
+        "profiles": audit.profiles,
+        "rows": rows,
     }
 
 

@@ -3,9 +3,10 @@
 Sections: seed validation, users per tier, the expected quality (recall and lift of held-out seeds
 per size, :mod:`lookalike.audience.quality`), score quantiles, the reach curve (mean score and mean
 nearest-seed similarity of the top n), "why these people" (the features whose distribution differs
-most between the audience and the eligible users) and the overlap with the previous export; for
-the HTML report (:mod:`lookalike.audience.html`) also a score histogram and a 2-D PCA map of the
-embeddings (population, seeds, audience).
+most between the audience and the eligible users), the fairness audit (each audited group's share
+of the audience against the eligible users, :mod:`lookalike.privacy.audit`) and the overlap with
+the previous export; for the HTML report (:mod:`lookalike.audience.html`) also a score histogram
+and a 2-D PCA map of the embeddings (population, seeds, audience).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import polars as pl
 from lookalike.audience.html import render_html
 from lookalike.core.artifacts import atomic_write, read_json, write_json
 from lookalike.core.html import compact_histogram
+from lookalike.privacy.audit import MISSING_GROUP
 
 SCORE_QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 REACH_POINTS = 20
 TOP_FEATURES = 10
-MISSING_VALUE = "(missing)"
 MAP_DIGITS = 3  # map coordinates of unit vectors: 0.001 is below a pixel of the plot
 
 
@@ -180,7 +181,7 @@ def _share_difference(
     audience: pl.DataFrame, eligible: pl.DataFrame, column: str
 ) -> dict[str, Any] | None:
     def shares(frame: pl.DataFrame, name: str) -> pl.DataFrame:
-        values = pl.col(column).cast(pl.String).fill_null(MISSING_VALUE).alias("value")
+        values = pl.col(column).cast(pl.String).fill_null(MISSING_GROUP).alias("value")
         counts = frame.select(values).group_by("value").len()
         return counts.with_columns((pl.col("len") / frame.height).alias(name)).drop("len")
 
@@ -266,6 +267,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         *_features_markdown(report["features"]),
         "",
+        "## Fairness audit",
+        "",
+        *_fairness_markdown(report.get("fairness")),
+        "",
         "## Overlap with the previous export",
         "",
         *_overlap_markdown(report["overlap"]),
@@ -347,6 +352,29 @@ def _quality_markdown(quality: dict[str, Any] | None) -> list[str]:
             "converters like the seeds; lift: recall over the share of eligible users (1.0 = "
             f"random). Intervals: bootstrap over held-out seeds ({quality['bootstrap']} resamples)."
         ),
+    ]
+
+
+def _fairness_markdown(fairness: dict[str, Any] | None) -> list[str]:
+    """Each audited group's shares and gap, flagged beyond the allowed gap."""
+    if fairness is None:
+        return ["No audit columns (privacy.audit_columns)."]
+    limit = fairness["max_gap_points"]
+    rows = [
+        [
+            r["column"],
+            r["group"],
+            f"{r['audience_share']:.1%}",
+            f"{r['eligible_share']:.1%}",
+            f"{r['gap_points']:+.1f}" + (" (over limit)" if abs(r["gap_points"]) > limit else ""),
+        ]
+        for r in fairness["rows"]
+    ]
+    return [
+        _md_table(["column", "group", "audience share", "eligible share", "gap (points)"], rows),
+        "",
+        f"Groups read from {fairness['profiles']}; a gap beyond {limit:g} points "
+        "(privacy.max_audit_gap_points) is a warning.",
     ]
 
 

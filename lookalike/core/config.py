@@ -385,6 +385,18 @@ class PrivacyConfig(_Section):
         "every input table at ingest (so from features, training, embeddings and index) and never "
         "exported, even from a build made before they opted out. Its content is part of the build id.",
     )
+    audit_columns: list[str] = Field(
+        default_factory=list,
+        description="Profile columns (sex, age band) whose groups every export audits: each "
+        "group's share of the audience against its share of the eligible users, in the report's "
+        "'fairness' section. Read from the profiles table even when listed in "
+        "ingest.deny_columns, so they can be audited without ever reaching the model.",
+    )
+    max_audit_gap_points: float = Field(
+        10.0, ge=0.0,
+        description="An audited group whose audience share differs from its eligible share by "
+        "more than this many percentage points is a warning in the export's report and log.",
+    )
 
 
 class AudienceSpec(_Section):
