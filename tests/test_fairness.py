@@ -15,6 +15,7 @@ import pytest
 from audience_fixtures import clustered_embeddings, population_ids, write_build, write_ids
 
 from lookalike.audience.export import export_audience
+from lookalike.audience.html import NO_AUDIT, PLOTS
 from lookalike.build_steps import BuildRequest, step_features
 from lookalike.core.artifacts import write_json
 from lookalike.core.config import AudienceConfig, LookalikeConfig
@@ -126,6 +127,10 @@ def test_export_reports_each_groups_shares_against_the_eligible_users(tmp_path, 
         f"warning: {w}" for w in warnings]
     markdown = result.report_md.read_text()
     assert "## Fairness audit" in markdown and "(over limit)" in markdown
+    page = result.report_html.read_text()
+    assert f'<img alt="{PLOTS["fairness"]}"' in page and NO_AUDIT not in page
+    for row in over:  # the HTML table lists every group over the limit
+        assert f">{row['group']}<" in page
 
 
 def test_a_gap_within_the_limit_is_no_warning(tmp_path):
