@@ -42,13 +42,13 @@ class LocalRunner:
 
     def build(self, *, workdir: str, conversions: str, events: str | None = None,
               profiles: str | None = None, as_of: str | None = None,
-              config_path: str | None = None) -> dict[str, Any]:
+              config_path: str | None = None, mode: str = "auto") -> dict[str, Any]:
         from lookalike.build_steps import BuildRequest, run_build
         from lookalike.core.config import load_config
         from lookalike.core.workdir import Workdir
 
         request = BuildRequest(events=events, profiles=profiles, conversions=conversions,
-                               as_of=as_of, config=load_config(config_path))
+                               as_of=as_of, config=load_config(config_path), mode=mode)
         build = run_build(Workdir(workdir), request, progress=self.console.progress)
         return {"build_id": build.build_id, "path": str(build.root)}
 
