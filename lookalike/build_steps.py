@@ -131,9 +131,12 @@ class EncoderPlan:
         return EncoderPlan(f"retrain: {reason}", self.previous, None)
 
 
-def plan_encoder(workdir: Workdir, request: BuildRequest) -> EncoderPlan:
+def plan_encoder(workdir: Workdir, request: BuildRequest,
+                 fingerprints: dict[str, Any]) -> EncoderPlan:
     """The plan before any feature is computed: refresh from the current build when its encoder
-    settings and package version match this request's, else retrain (or when asked to).
+    settings, package version and suppression list match this request's (``fingerprints``:
+    :func:`fingerprint_inputs`), else retrain (or when asked to). A changed suppression list
+    retrains so that the encoder never saw an opted-out user.
 
     Raises:
         LookalikeError: ``mode="refresh"`` without a current build whose encoder fits.
@@ -145,6 +148,8 @@ def plan_encoder(workdir: Workdir, request: BuildRequest) -> EncoderPlan:
         return _retrain_unless_refresh_asked(request, EncoderPlan("retrain: no previous build"))
     manifest = load_manifest(previous)
     mismatch = encoder_mismatch(manifest, request.config)
+    if suppression_digests(manifest.get("inputs", {})) != suppression_digests(fingerprints):
+        mismatch = "suppression list changed"
     if mismatch:
         return _retrain_unless_refresh_asked(request, EncoderPlan(f"retrain: {mismatch}", previous))
     encoder_from = manifest["steps"]["train"].get("encoder_from", previous.build_id)
@@ -176,6 +181,11 @@ def encoder_mismatch(manifest: dict[str, Any], config: LookalikeConfig) -> str |
     return f"encoder settings changed ({', '.join(changed)})" if changed else None
 
 
+def suppression_digests(fingerprints: dict[str, Any]) -> list[str]:
+    """sha256 of each file of the suppression list in input fingerprints (empty without one)."""
+    return [f["sha256"] for f in fingerprints.get("suppression", {}).get("files", [])]
+
+
 def prepare_build(workdir: Workdir, request: BuildRequest) -> tuple[BuildPaths, dict[str, Any]]:
     """:func:`prepare_encoder_build` without the plan."""
     build, fingerprints, _plan = prepare_encoder_build(workdir, request)
@@ -193,7 +203,7 @@ def prepare_encoder_build(workdir: Workdir,
     swept: another build or an export running in the same workdir keeps its temporary files.
     """
     fingerprints = fingerprint_inputs(request)
-    plan = plan_encoder(workdir, request)
+    plan = plan_encoder(workdir, request, fingerprints)
     build = workdir.build(build_id_for(request, fingerprints, plan.encoder_from))
     if plan.refresh and request.mode == "auto" and not build.is_complete():
         retrained = workdir.build(build_id_for(request, fingerprints))

@@ -300,6 +300,21 @@ def test_the_retrain_interval_counts_from_the_encoders_training_build(three_buil
         "encoder, limit 1)")
 
 
+def test_a_changed_suppression_list_retrains(three_builds, days, recorder, tmp_path) -> None:
+    workdir = Workdir(tmp_path / "work")
+    shutil.copytree(three_builds["workdir"].root, workdir.root)
+    workdir.set_current(three_builds[1]["build"].build_id)
+    opted_out = tmp_path / "optout.csv"
+    pl.read_parquet(days[1] / "profiles.parquet").head(5).select("user_id").write_csv(opted_out)
+    config = LookalikeConfig.model_validate({**fast_config().model_dump(),
+                                             "privacy": {"suppression_list": str(opted_out)}})
+
+    _build, manifest = recorder.build(workdir, days[1], config)
+
+    assert recorder.trainings == 1
+    assert manifest["steps"]["train"]["reason"] == "retrain: suppression list changed"
+
+
 def test_refresh_without_a_previous_build_is_refused(days, tmp_path, recorder) -> None:
     with pytest.raises(LookalikeError, match="cannot refresh: no previous build"):
         recorder.build(Workdir(tmp_path / "work"), days[0], fast_config(), mode="refresh")

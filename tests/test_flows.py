@@ -48,7 +48,7 @@ USERS = 4000
 SEEDS = 150
 AUDIENCE_SIZE = 200
 SHARDS = 2
-STEP_NAMES = ("step_features", "step_train", "step_embed", "step_index_shard",
+STEP_NAMES = ("step_features", "step_drift", "step_train", "step_embed", "step_index_shard",
               "step_index_manifest", "finalize_build")
 FAST_SETTINGS: dict[str, dict[str, Any]] = {
     "model": {"embedding_dim": 16, "hidden_dims": [64], "numeric_bins": 8},
@@ -179,7 +179,8 @@ def test_build_runs_every_step_as_a_task_and_makes_the_build_current(first_build
     manifest = read_json(workdir.current().manifest)
     assert manifest["steps"]["index"]["count"] == USERS
     assert manifest["steps"]["index"]["shards"] == SHARDS
-    expected = Counter({"ingest-and-features": 1, "train-encoder": 1, "embed-population": 1,
+    expected = Counter({"ingest-and-features": 1, "measure-drift": 1, "train-encoder": 1,
+                        "embed-population": 1,
                         "index-shard": SHARDS, "index-manifest": 1, "finalize-build": 1})
     assert task_run_counts(first_build["flow_run_id"], expected) == expected
 
@@ -244,20 +245,34 @@ def test_preparing_a_build_sweeps_only_its_own_stale_temporary_files(first_build
     assert all(path.exists() for path in others)
 
 
-def test_a_changed_input_rebuilds_every_step_and_switches_current(first_build, inputs, tmp_path,
-                                                                  step_calls):
+def test_a_changed_input_refreshes_every_step_with_the_current_encoder(first_build, inputs,
+                                                                       tmp_path, step_calls,
+                                                                       monkeypatch):
     workdir = tmp_path / "work"
     shutil.copytree(first_build["workdir"], workdir)
     conversions = pl.read_parquet(inputs.conversions)
     changed = tmp_path / "conversions.parquet"
     conversions.head(conversions.height - 5).write_parquet(changed)
+    trainings, artifacts = Counter[str](), {}
+    monkeypatch.setattr("lookalike.encoder.train.train",
+                        lambda *a, **k: trainings.update(["train"]))
+    monkeypatch.setattr("flows.build.create_markdown_artifact",
+                        lambda **artifact: artifacts.update({artifact["key"]: artifact["markdown"]}))
 
     result = build_flow(**inputs.build_kwargs(workdir, conversions=str(changed)))
 
+    first_id = first_build["result"]["build_id"]
     assert result["reused"] is False
-    assert result["build_id"] != first_build["result"]["build_id"]
+    assert result["build_id"] != first_id
     assert Workdir(workdir).current().build_id == result["build_id"]
     assert step_calls == full_build_calls()
+    assert not trainings
+    manifest = read_json(Workdir(workdir).current().manifest)
+    assert manifest["steps"]["train"]["encoder_from"] == first_id
+    assert manifest["steps"]["train"]["reason"] == f"refresh: encoder trained by build {first_id}"
+    assert manifest["steps"]["drift"]["previous_build"] == first_id
+    assert f"# Drift of build {result['build_id']} against {first_id}" in artifacts["lookalike-drift"]
+    assert f"encoder from build {first_id}: refresh" in artifacts["lookalike-build"]
 
 
 def test_an_io_error_is_retried_and_the_build_completes(inputs, tmp_path, monkeypatch, step_calls):
