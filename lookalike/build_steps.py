@@ -323,8 +323,10 @@ def step_drift(build: BuildPaths, request: BuildRequest, plan: EncoderPlan,
     from lookalike.encoder.drift import embedding_drift
 
     limits = request.config.drift
+    thresholds = limits.model_dump(include={"feature_psi", "max_drifted_share",
+                                            "max_embedding_shift", "max_nn_similarity_psi"})
     report: dict[str, Any] = {"previous_build": None, "features": [], "embedding": None,
-                              "converter_rate": [], "thresholds": limits.model_dump(), "crossed": []}
+                              "converter_rate": [], "thresholds": thresholds, "crossed": []}
     previous = plan.previous
     if previous is None:
         return report
