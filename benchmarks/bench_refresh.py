@@ -36,13 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_index import write_clustered_population  # noqa: E402
+from bench_index import write_clustered_population
 
-from lookalike.core.artifacts import write_json  # noqa: E402
-from lookalike.core.config import IndexConfig  # noqa: E402
-from lookalike.search.exact import exact_search  # noqa: E402
-from lookalike.search.index import build_shard, recall_at_k  # noqa: E402
-from lookalike.search.manifest import SPACE  # noqa: E402
+from lookalike.core.artifacts import write_json
+from lookalike.core.config import IndexConfig
+from lookalike.search.exact import exact_search
+from lookalike.search.index import build_shard, recall_at_k
+from lookalike.search.manifest import SPACE
 
 K = 100
 

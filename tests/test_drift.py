@@ -7,6 +7,7 @@ without training, day 3 (a shifted population) retrains because drift crossed it
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -77,7 +78,7 @@ def test_feature_psi_puts_new_users_in_the_previous_builds_bins(tmp_path: Path) 
     old.write_parquet(tmp_path / "old.parquet")
     new.write_parquet(tmp_path / "new.parquet")
     sketch = feature_sketch(tmp_path / "old.parquet", ["x"], ["country"], bins=10, max_categories=2)
-    (tmp_path / "sketch.json").write_text(__import__("json").dumps(sketch))
+    (tmp_path / "sketch.json").write_text(json.dumps(sketch))
 
     found = {f["feature"]: f["psi"] for f in feature_psi(tmp_path / "sketch.json", tmp_path / "new.parquet")}
 
@@ -87,7 +88,10 @@ def test_feature_psi_puts_new_users_in_the_previous_builds_bins(tmp_path: Path) 
                            naive_numeric_shares(new["x"].to_list(), edges))
     kept = sketch["categorical"]["country"]["values"]  # the two most frequent: de, fr
     old_c, new_c = old["country"].to_list(), new["country"].to_list()
-    share = lambda values, v: sum(x == v for x in values) / len(values)  # noqa: E731
+
+    def share(values: list[str], value: str) -> float:
+        return sum(x == value for x in values) / len(values)
+
     expected_country = naive_psi(
         [share(old_c, v) for v in kept] + [1 - sum(share(old_c, v) for v in kept), 0.0],
         [share(new_c, v) for v in kept] + [1 - sum(share(new_c, v) for v in kept), 0.0])
