@@ -12,6 +12,10 @@ vector plus gaussian noise of ``--move`` / sqrt(dim), renormalized) and measures
 both ways and the recall@10/@100 of both indexes against exact search on the new embeddings
 (``--queries`` rows drawn from all users, and as many from the changed users only).
 
+How many users does a daily refresh move? ``--refresh-users`` synthetic users are built, then
+refreshed from the same events with the as-of time one day later (no new event at all): the
+share of users whose embedding moved by more than a few cosine distances is printed.
+
 Prints a Markdown table and writes every figure as JSON to ``--out``.
 
 Example::
@@ -26,6 +30,8 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +44,16 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_index import write_clustered_population
 
-from lookalike.core.artifacts import write_json
+from lookalike.build_steps import BuildRequest, run_build
+from lookalike.core.artifacts import read_json, write_json
 from lookalike.core.config import IndexConfig
+from lookalike.core.workdir import Workdir
+from lookalike.data.features import parse_as_of
+from lookalike.data.synthetic import generate
 from lookalike.search.exact import exact_search
 from lookalike.search.index import build_shard, recall_at_k
 from lookalike.search.manifest import SPACE
+from lookalike.testing.fixtures import fast_config
 
 K = 100
 
@@ -58,6 +69,8 @@ def parse_args() -> argparse.Namespace:
                         help="noise scale of a changed user's move, times 1/sqrt(dim)")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--refresh-users", type=int, default=5000,
+                        help="users of the one-day-later refresh (0 skips it)")
     parser.add_argument("--out", type=Path, required=True)
     return parser.parse_args()
 
@@ -132,6 +145,22 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     return results
 
 
+def moved_after_one_day(users: int, folder: Path) -> dict[str, float]:
+    """Share of users whose embedding moved by more than each cosine distance when the same
+    events are refreshed with the as-of time one day later."""
+    data = generate(folder / "data", users, events_per_user=20, seed=0)
+    workdir = Workdir(folder / "work")
+    request = BuildRequest(str(data.events), str(data.profiles), str(data.conversions),
+                           config=fast_config())
+    first = run_build(workdir, request, progress=lambda _: None)
+    as_of = parse_as_of(read_json(first.manifest)["steps"]["features"]["features"]["as_of"])
+    later = replace(request, as_of=(as_of + timedelta(days=1)).isoformat(), mode="refresh")
+    second = run_build(workdir, later, progress=lambda _: None)
+    shift = 1 - np.sum(np.load(first.embeddings) * np.load(second.embeddings), axis=1)
+    return {f"moved_over_{eps:g}": round(float((shift > eps).mean()), 3)
+            for eps in (1e-6, 1e-4, 1e-3, 1e-2)}
+
+
 def markdown_row(c: dict[str, Any]) -> str:
     return (f"| {c['share']:.0%} ({c['changed_users']:,}) | {c['inplace_seconds']} | "
             f"{c['rebuild_seconds']} | {c['inplace']['recall_at_10']:.3f} / "
@@ -147,8 +176,11 @@ def main() -> None:
           "| changed-user queries R@100 in place / rebuild |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-refresh-") as tmp:
         results = run(args, Path(tmp))
+        print(f"day-1 build {results['day1_build_seconds']} s, {results['threads']} threads")
+        if args.refresh_users:
+            results["one_day_later"] = moved_after_one_day(args.refresh_users, Path(tmp) / "refresh")
+            print(f"refresh one day later, {args.refresh_users:,} users: {results['one_day_later']}")
     write_json(args.out, results)
-    print(f"day-1 build {results['day1_build_seconds']} s, {results['threads']} threads")
 
 
 if __name__ == "__main__":
