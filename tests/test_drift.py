@@ -30,7 +30,7 @@ from lookalike.encoder import train as train_module
 from lookalike.encoder.drift import embedding_drift
 from lookalike.encoder.embed import embed_frame
 from lookalike.encoder.model import load_model
-from lookalike.testing.fixtures import fast_config, request_for
+from lookalike.testing.fixtures import drifted_copy, fast_config, request_for
 
 DAY_ONE = datetime(2026, 1, 1, tzinfo=UTC)
 USERS = 1500
@@ -131,21 +131,6 @@ def test_embedding_shift_is_the_cosine_distance_of_each_users_two_embeddings(toy
 # Refresh or retrain over three days
 
 
-def shifted_copy(source: Path, target: Path) -> Path:
-    """The same users with every profile number moved by two standard deviations and event
-    values five times larger: a population whose features drifted."""
-    target.mkdir(parents=True)
-    profiles = pl.read_parquet(source / "profiles.parquet")
-    numeric = [c for c, t in profiles.schema.items() if c != "user_id" and t.is_numeric()
-               and c not in ("region_code", "plan_code", "store_code")]
-    profiles.with_columns([pl.col(c) + 2 * pl.col(c).std() for c in numeric]) \
-        .write_parquet(target / "profiles.parquet")
-    pl.read_parquet(source / "events.parquet").with_columns(pl.col("value") * 5) \
-        .write_parquet(target / "events.parquet")
-    shutil.copy(source / "conversions.parquet", target / "conversions.parquet")
-    return target
-
-
 @pytest.fixture(scope="module")
 def days(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three days of inputs: days 1 and 2 one day apart, day 3 as day 2 with drifted features."""
@@ -153,7 +138,7 @@ def days(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     first = generate(root / "day1", USERS, events_per_user=8, seed=0, as_of=DAY_ONE).events.parent
     second = generate(root / "day2", USERS, events_per_user=8, seed=0,
                       as_of=DAY_ONE + timedelta(days=1)).events.parent
-    return [first, second, shifted_copy(second, root / "day3")]
+    return [first, second, drifted_copy(second, root / "day3")]
 
 
 class Recorder:
