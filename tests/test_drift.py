@@ -23,13 +23,14 @@ from lookalike.core.artifacts import read_json
 from lookalike.core.config import LookalikeConfig
 from lookalike.core.errors import LookalikeError
 from lookalike.core.workdir import BuildPaths, Workdir
-from lookalike.data.drift import PSI_EPSILON, feature_psi, feature_sketch, psi
+from lookalike.data.drift import PSI_EPSILON, SKETCH_FILE, feature_psi, feature_sketch, psi
 from lookalike.data.spec import FeatureSpec
 from lookalike.data.synthetic import generate
 from lookalike.encoder import train as train_module
 from lookalike.encoder.drift import embedding_drift
 from lookalike.encoder.embed import embed_frame
 from lookalike.encoder.model import load_model
+from lookalike.erasure import erase_users
 from lookalike.testing.fixtures import drifted_copy, fast_config, request_for
 
 DAY_ONE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -302,6 +303,24 @@ def test_a_changed_suppression_list_retrains(three_builds, days, recorder, tmp_p
 
     assert recorder.trainings == 1
     assert manifest["steps"]["train"]["reason"] == "retrain: suppression list changed"
+
+
+def test_an_erased_build_keeps_its_sketch_and_the_next_build_measures_drift_against_it(
+        three_builds, days, recorder, tmp_path) -> None:
+    workdir = Workdir(tmp_path / "work")
+    shutil.copytree(three_builds["workdir"].root, workdir.root)
+    workdir.set_current(three_builds[1]["build"].build_id)
+    erased = tmp_path / "erase.csv"
+    pl.read_parquet(days[0] / "profiles.parquet").head(5).select("user_id").write_csv(erased)
+    erase_users(workdir, str(erased), fast_config(), progress=lambda _: None)
+
+    build, manifest = recorder.build(workdir, days[2], fast_config(), mode="refresh")
+
+    erased_build = workdir.build(three_builds[1]["build"].build_id)
+    assert SKETCH_FILE in read_json(erased_build.manifest)["files"]
+    assert manifest["steps"]["drift"]["features"] == feature_psi(erased_build.root / SKETCH_FILE,
+                                                                 build.features)
+    assert manifest["steps"]["drift"]["features"][0]["psi"] > 0.25
 
 
 def test_refresh_without_a_previous_build_is_refused(days, tmp_path, recorder) -> None:
