@@ -431,15 +431,23 @@ def encoder_age_days(previous: dict[str, Any], as_of: str) -> float | None:
 def rebind(workdir: Workdir, build: BuildPaths, request: BuildRequest,
            fingerprints: dict[str, Any], plan: EncoderPlan) -> BuildPaths:
     """Move a build's folder to the id of its final ``plan`` (a planned refresh that retrains
-    gets a retrain's id). A complete build of that id is kept and this folder removed."""
+    gets a retrain's id). A complete build of that id is kept and this folder removed; an
+    interrupted one gets this folder's files (the same inputs' features) and keeps its training
+    checkpoints, so its training resumes."""
     target = workdir.build(build_id_for(request, fingerprints, plan.encoder_from))
     if target == build:
         return build
     if reusable(target):
         shutil.rmtree(build.root)
         return target
-    shutil.rmtree(target.root, ignore_errors=True)
-    build.root.rename(target.root)
+    if target.root.is_dir():
+        sweep_stale_temp_files(target.root)
+        for item in build.root.iterdir():
+            if item.is_file():
+                item.replace(target.root / item.name)
+        shutil.rmtree(build.root)
+    else:
+        build.root.rename(target.root)
     return target
 
 

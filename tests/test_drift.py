@@ -323,6 +323,22 @@ def test_an_erased_build_keeps_its_sketch_and_the_next_build_measures_drift_agai
     assert manifest["steps"]["drift"]["features"][0]["psi"] > 0.25
 
 
+def test_an_interrupted_retrain_on_drift_resumes_its_training(three_builds, days, recorder,
+                                                              tmp_path) -> None:
+    workdir = Workdir(tmp_path / "work")
+    shutil.copytree(three_builds["workdir"].root, workdir.root)
+    workdir.set_current(three_builds[2]["build"].build_id)
+    interrupted = workdir.build(three_builds[3]["build"].build_id)
+    interrupted.manifest.unlink()  # as if killed after training's last checkpoint
+
+    build, manifest = recorder.build(workdir, days[2], fast_config())
+
+    assert build.build_id == interrupted.build_id
+    assert manifest["steps"]["train"]["reason"].startswith("retrain: drift ")
+    assert any(line.startswith("resuming after epoch 2") for line in recorder.lines)
+    assert build.model_build_id() == three_builds[3]["build"].model_build_id()
+
+
 def test_refresh_without_a_previous_build_is_refused(days, tmp_path, recorder) -> None:
     with pytest.raises(LookalikeError, match="cannot refresh: no previous build"):
         recorder.build(Workdir(tmp_path / "work"), days[0], fast_config(), mode="refresh")
