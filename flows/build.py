@@ -1,9 +1,11 @@
-"""The build flow: ingest -> features -> train -> embed -> index, one task per step.
+"""The build flow: ingest -> features -> drift -> train (or reuse) -> embed -> index, one task per step.
 
 Tasks are thin wrappers over :mod:`lookalike.build_steps` and pass only paths and small dicts. A build
-whose id (a hash of input contents, config and package version) is already complete, with every
-file its manifest lists intact, is reused: none of its tasks run again. A build that fails removes
-its unfinished folder (:func:`lookalike.build_steps.discard_on_failure`).
+whose id (a hash of input contents, config, package version and encoder source) is already
+complete, with every file its manifest lists intact, is reused: none of its tasks run again. A
+build refreshes (reuses the current build's encoder, no training) unless something forces a
+retrain (:func:`lookalike.build_steps.plan_encoder`, :func:`~lookalike.build_steps.settle_encoder`).
+A build that fails removes its unfinished folder (:func:`lookalike.build_steps.discard_on_failure`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,19 @@ def features_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, A
     return steps.step_features(build, request, progress=log)
 
 
+@task(name="measure-drift", cache_policy=NO_CACHE)
+def drift_task(build: BuildPaths, request: steps.BuildRequest,
+               plan: steps.EncoderPlan) -> dict[str, Any]:
+    """Feature PSI, embedding shift and converter rates against the previous build."""
+    return steps.step_drift(build, request, plan, progress=log)
+
+
 @task(name="train-encoder", cache_policy=NO_CACHE)
-def train_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
-    """Contrastive training; resumes from its last checkpoint when a previous run died."""
-    return steps.step_train(build, request, progress=log)
+def train_task(build: BuildPaths, request: steps.BuildRequest,
+               plan: steps.EncoderPlan) -> dict[str, Any]:
+    """Contrastive training (resumes from its last checkpoint when a previous run died), or the
+    previous build's encoder copied in when ``plan`` is a refresh."""
+    return steps.step_train(build, request, progress=log, plan=plan)
 
 
 @task(name="embed-population", cache_policy=NO_CACHE, retries=IO_RETRIES,
@@ -64,32 +75,48 @@ def finalize_task(workdir: Workdir, build: BuildPaths, request: steps.BuildReque
 @flow(name="lookalike-build")
 def build_flow(workdir: str, conversions: str, events: str | None = None,
                profiles: str | None = None, as_of: str | None = None,
-               config_path: str | None = None) -> dict[str, Any]:
-    """Build (or reuse) the model, embeddings and index for these inputs; returns a summary."""
+               config_path: str | None = None, mode: steps.EncoderMode = "auto") -> dict[str, Any]:
+    """Build (or reuse) the model, embeddings and index for these inputs; returns a summary.
+
+    ``mode``: ``auto`` refreshes from the current build's encoder unless a retrain is due,
+    ``refresh`` always reuses it, ``retrain`` always trains (:class:`lookalike.build_steps.BuildRequest`).
+    """
     from lookalike.core.config import load_config
 
     request = steps.BuildRequest(events=events, profiles=profiles, conversions=conversions,
-                                 as_of=as_of, config=load_config(config_path))
+                                 as_of=as_of, config=load_config(config_path), mode=mode)
     wd = Workdir(workdir)
-    build, fingerprints = steps.prepare_build(wd, request)
+    build, fingerprints, plan = steps.prepare_encoder_build(wd, request)
     had_manifest = build.is_complete()
     if steps.reusable(build):
-        log(f"inputs and config unchanged: reusing build {build.build_id}")
-        wd.set_current(build.build_id)
-        return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
+        return _reused(wd, build)
     if had_manifest:
         log(f"build {build.build_id} has missing or changed files: building it again")
     with steps.discard_on_failure(build):
         reports: dict[str, Any] = {"features": features_task(build, request)}
+        reports["drift"] = drift_task(build, request, plan)
+        plan = steps.settle_encoder(build, request, plan, reports["drift"], reports["features"])
+        build = steps.rebind(wd, build, request, fingerprints, plan)
+    if build.is_complete():
+        return _reused(wd, build)
+    with steps.discard_on_failure(build):
         train = train_task.with_options(timeout_seconds=_train_timeout(request))
-        reports["train"] = train(build, request)
+        reports["train"] = train(build, request, plan)
         reports["embed"] = embed_task(build)
         reports["index"] = index_manifest_task(build, request, _index_shards(build, request))
         manifest = finalize_task(wd, build, request, fingerprints, reports)
     create_markdown_artifact(
         key="lookalike-build", markdown=_build_markdown(manifest), description="lookalike build"
     )
+    create_markdown_artifact(
+        key="lookalike-drift", markdown=_drift_markdown(manifest), description="lookalike drift"
+    )
     return {"build_id": build.build_id, "reused": False, "path": str(build.root)}
+
+
+def _reused(workdir: Workdir, build: BuildPaths) -> dict[str, Any]:
+    steps.reuse_build(workdir, build, progress=log)
+    return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
 
 
 def _index_shards(build: BuildPaths, request: steps.BuildRequest) -> list[dict[str, Any]]:
@@ -131,4 +158,27 @@ def _build_markdown(manifest: dict[str, Any]) -> str:
         f"{train['validation_recall']:.3f}\n"
         f"{_memorization_lines(train.get('memorization', {}))}"
         f"- index: recall@10 {index['recall_at_10']:.3f}, recall@100 {index['recall_at_100']:.3f}\n"
+        f"- encoder from build {train['encoder_from']}: {train['reason']}\n"
+    )
+
+
+def _drift_markdown(manifest: dict[str, Any], top: int = 10) -> str:
+    """``steps.drift`` as markdown: what was crossed, the embedding figures, the ``top`` largest
+    feature PSIs and the converter rates."""
+    drift = manifest["steps"]["drift"]
+    if drift["previous_build"] is None:
+        return f"# Drift of build {manifest['build_id']}\n\nNo previous build to compare with.\n"
+    crossed = "".join(f"- **crossed**: {line}\n" for line in drift["crossed"]) or "- no limit crossed\n"
+    embedding = drift["embedding"]
+    shift = ("not computable (the previous encoder's features are missing)" if embedding is None
+             else f"median {embedding['median_shift']:.4f}, p90 {embedding['p90_shift']:.4f}, "
+                  f"nearest-neighbour similarity PSI {embedding['nn_similarity_psi']:.4f}")
+    features = "".join(f"| {f['feature']} | {f['psi']:.4f} |\n" for f in drift["features"][:top])
+    rates = "".join(f"| {r['type']} | {r['previous']:.4%} | {r['current']:.4%} |\n"
+                    for r in drift["converter_rate"])
+    return (
+        f"# Drift of build {manifest['build_id']} against {drift['previous_build']}\n\n"
+        f"{crossed}- embedding shift: {shift}\n\n"
+        f"| feature | PSI |\n|---|---|\n{features}\n"
+        f"| conversion type | previous rate | current rate |\n|---|---|---|\n{rates}"
     )

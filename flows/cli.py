@@ -141,11 +141,20 @@ def build(
     task_runner: Annotated[str, typer.Option(help="default (threads here) or dask.")] = "default",
     dask_address: Annotated[str | None, typer.Option(help="Dask scheduler (tcp://host:8786); default: a local 2-worker cluster.")] = None,
     prefect: PrefectChoice = None,
+    refresh: Annotated[bool, typer.Option(
+        "--refresh", help="Reuse the current build's encoder (no training), even when drift or "
+        "train.retrain_interval_days would retrain; fails when its settings differ.")] = False,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="Train a new encoder. Default: reuse the current build's encoder "
+        "unless its settings differ, it is train.retrain_interval_days old or drift crosses a "
+        "drift limit.")] = False,
 ) -> None:
     """Validate inputs and build features, model, embeddings and index into WORKDIR."""
     check_task_runner(task_runner)
     if events is None and profiles is None:
         raise LookalikeError("give at least one of --events or --profiles")
+    if refresh and retrain:
+        raise LookalikeError("give --refresh or --retrain, not both")
     check_inputs(events, profiles, conversions)
     from lookalike.core.config import load_config
     from lookalike.data.features import parse_as_of
@@ -159,7 +168,8 @@ def build(
         options = task_runner_options(task_runner, dask_address)
     result = runner(Console(), prefect, options).build(
         workdir=str(workdir), conversions=conversions, events=events, profiles=profiles,
-        as_of=as_of, config_path=str(config) if config else None)
+        as_of=as_of, config_path=str(config) if config else None,
+        mode="refresh" if refresh else "retrain" if retrain else "auto")
     typer.echo(f"build {result['build_id']} at {result['path']}")
 
 

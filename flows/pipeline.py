@@ -1,5 +1,10 @@
 """The scheduled pipeline: rebuild when inputs or config changed (else reuse), then refresh every
-audience listed in the config's ``schedule.audiences``."""
+audience listed in the config's ``schedule.audiences``.
+
+A rebuild reuses the current build's encoder (a refresh, no training) until a retrain is due:
+``train.retrain_interval_days`` passed, a ``drift`` limit was crossed, or the encoder settings
+changed; the build's log says which (``encoder: refresh: ...`` / ``encoder: retrain: ...``).
+"""
 
 from __future__ import annotations
 

@@ -13,10 +13,13 @@ import os
 import tomllib
 import urllib.request
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flows.console import Console, show_prefect_logs
 from lookalike.core.errors import LookalikeError
+
+if TYPE_CHECKING:  # build_steps loads polars: imported only when a build runs
+    from lookalike.build_steps import EncoderMode
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 TASK_RUNNERS = ("default", "dask")
@@ -43,13 +46,13 @@ class LocalRunner:
 
     def build(self, *, workdir: str, conversions: str, events: str | None = None,
               profiles: str | None = None, as_of: str | None = None,
-              config_path: str | None = None) -> dict[str, Any]:
+              config_path: str | None = None, mode: EncoderMode = "auto") -> dict[str, Any]:
         from lookalike.build_steps import BuildRequest, run_build
         from lookalike.core.config import load_config
         from lookalike.core.workdir import Workdir
 
         request = BuildRequest(events=events, profiles=profiles, conversions=conversions,
-                               as_of=as_of, config=load_config(config_path))
+                               as_of=as_of, config=load_config(config_path), mode=mode)
         build = run_build(Workdir(workdir), request, progress=self.console.progress)
         return {"build_id": build.build_id, "path": str(build.root)}
 

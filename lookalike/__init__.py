@@ -24,7 +24,7 @@ For notebooks, three calls take paths and return paths or small results::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # the stages load torch, scikit-learn and hnswlib: imported only when called
     from lookalike.audience.export import ExportResult
@@ -43,18 +43,21 @@ def build(
     profiles: str | None = None,
     as_of: str | None = None,
     config: LookalikeConfig | str | Path | None = None,
+    mode: Literal["auto", "refresh", "retrain"] = "auto",
     progress: Progress = print,
 ) -> Path:
     """Build features, encoder, embeddings and index into ``workdir`` and make the build current.
 
     Inputs follow the contract in ``data/README.md`` (events, profiles or both, plus conversions);
     ``config`` is a :class:`~lookalike.core.config.LookalikeConfig` or a YAML/JSON/TOML file. The
-    same inputs and config reuse the existing build. Returns the build's folder.
+    same inputs and config reuse the existing build. ``mode``: ``auto`` reuses the current build's
+    encoder unless a retrain is due, ``refresh`` always reuses it, ``retrain`` always trains
+    (:mod:`lookalike.build_steps`). Returns the build's folder.
     """
     from lookalike.build_steps import BuildRequest, run_build
     from lookalike.core.workdir import Workdir
 
-    request = BuildRequest(events, profiles, conversions, as_of, _config(config))
+    request = BuildRequest(events, profiles, conversions, as_of, _config(config), mode)
     return run_build(Workdir(workdir), request, progress=progress).root
 
 

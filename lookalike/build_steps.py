@@ -2,8 +2,17 @@
 
 Each step is a function of (build paths, request) that reads the previous step's files and writes
 its own, so the flows in ``flows/`` can run each one as a task and pass only paths. The build id is
-a hash of the input files' content, the config and the package version: the same inputs give the
-same build id, and a complete build with that id is reused instead of recomputed.
+a hash of the input files' content, the config, the package version and, for a build that reuses
+an earlier encoder, the id of the build that trained it: the same inputs give the same build id,
+and a complete build with that id is reused instead of recomputed.
+
+Refresh or retrain (:func:`plan_encoder`, then :func:`settle_encoder` once the new features and
+their drift are known): a build reuses the current build's encoder and feature spec (a *refresh*:
+new features, embeddings and index, no training) when one exists with the same encoder settings
+and package version, and retrains when asked (``mode="retrain"``), when there is no such build,
+when the new feature table lacks a column the encoder reads, when the encoder is
+``train.retrain_interval_days`` old, or when drift crosses a ``drift`` limit. ``steps.train``
+of the manifest says which (``encoder_from``, ``reason``).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -32,9 +41,10 @@ from lookalike.core.artifacts import (
 )
 from lookalike.build_report import write_build_report
 from lookalike.core.config import IndexConfig, LookalikeConfig
+from lookalike.core.errors import ArtifactError, InputError, LookalikeError
 from lookalike.core.html import compact_histogram
-from lookalike.core.errors import ArtifactError, InputError
-from lookalike.data.features import compute_features, population_ids, resolve_as_of
+from lookalike.data.drift import SKETCH_FILE, feature_psi, feature_sketch
+from lookalike.data.features import compute_features, parse_as_of, population_ids, resolve_as_of
 from lookalike.data.ingest import (
     Table,
     align_id_dtype,
@@ -48,10 +58,11 @@ from lookalike.data.schema import USER_ID
 from lookalike.data.spec import FeatureSpec
 from lookalike.privacy.suppression import drop_listed, suppressed_ids
 from lookalike.core.progress import Progress, eta
-from lookalike.core.workdir import BuildPaths, Workdir, file_checksums, verify_build
+from lookalike.core.workdir import BuildPaths, Workdir, file_checksums, load_manifest, verify_build
 
 PACKAGE_VERSION = version("lookalike")
 NN_SIMILARITY_BINS = 40
+EncoderMode = Literal["auto", "refresh", "retrain"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,9 @@ class BuildRequest:
     conversions: str
     as_of: str | None = None
     config: LookalikeConfig = field(default_factory=LookalikeConfig)
+    # auto: refresh when the current build's encoder fits and nothing forces a retrain;
+    # refresh: always reuse it (drift is reported, never acted on); retrain: always train.
+    mode: EncoderMode = "auto"
 
     def inputs(self) -> dict[str, str]:
         named = {"events": self.events, "profiles": self.profiles, "conversions": self.conversions}
@@ -87,27 +101,121 @@ def fingerprint_inputs(request: BuildRequest) -> dict[str, Any]:
     return prints
 
 
-def build_id_for(request: BuildRequest, fingerprints: dict[str, Any]) -> str:
-    """Same inputs, config, as-of and package version give the same build id."""
+def build_id_for(request: BuildRequest, fingerprints: dict[str, Any],
+                 encoder_from: str | None = None) -> str:
+    """Same inputs, config, as-of, package version and encoder source give the same build id.
+
+    ``encoder_from``: the build that trained the encoder a refresh reuses (None for a build that
+    trains its own, whose id is then what it was before refreshes existed).
+    """
     content = {
         "inputs": {k: [f["sha256"] for f in v["files"]] for k, v in fingerprints.items()},
         "config": request.config.fingerprint(),
         "as_of": request.as_of,
         "version": PACKAGE_VERSION,
     }
+    if encoder_from is not None:
+        content["encoder_from"] = encoder_from
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def prepare_build(workdir: Workdir, request: BuildRequest) -> tuple[BuildPaths, dict[str, Any]]:
-    """Fingerprint the inputs, name the build folder and sweep its stale temporary files.
+@dataclass(frozen=True)
+class EncoderPlan:
+    """Which encoder a build uses, and why: the previous build's (a refresh) or its own."""
 
+    reason: str  # "refresh: ..." or "retrain: ...", for the manifest and the log
+    previous: BuildPaths | None = None  # the current build before this one (drift is against it)
+    encoder_from: str | None = None  # the build that trained the reused encoder; None: retrain
+
+    @property
+    def refresh(self) -> bool:
+        return self.encoder_from is not None
+
+    def retrain(self, reason: str) -> EncoderPlan:
+        return EncoderPlan(f"retrain: {reason}", self.previous, None)
+
+
+def plan_encoder(workdir: Workdir, request: BuildRequest,
+                 fingerprints: dict[str, Any]) -> EncoderPlan:
+    """The plan before any feature is computed: refresh from the current build when its encoder
+    settings, package version and suppression list match this request's (``fingerprints``:
+    :func:`fingerprint_inputs`), else retrain (or when asked to). A changed suppression list
+    retrains so that the encoder never saw an opted-out user.
+
+    Raises:
+        LookalikeError: ``mode="refresh"`` without a current build whose encoder fits.
+    """
+    previous = current_build(workdir)
+    if request.mode == "retrain":
+        return EncoderPlan("retrain: asked", previous)
+    if previous is None:
+        return _retrain_unless_refresh_asked(request, EncoderPlan("retrain: no previous build"))
+    manifest = load_manifest(previous)
+    mismatch = encoder_mismatch(manifest, request.config)
+    if suppression_digests(manifest.get("inputs", {})) != suppression_digests(fingerprints):
+        mismatch = "suppression list changed"
+    if mismatch:
+        return _retrain_unless_refresh_asked(request, EncoderPlan(f"retrain: {mismatch}", previous))
+    encoder_from = manifest["steps"]["train"].get("encoder_from", previous.build_id)
+    return EncoderPlan(f"refresh: encoder trained by build {encoder_from}", previous, encoder_from)
+
+
+def _retrain_unless_refresh_asked(request: BuildRequest, plan: EncoderPlan) -> EncoderPlan:
+    if request.mode == "refresh":
+        raise LookalikeError(f"cannot refresh: {plan.reason.removeprefix('retrain: ')}; build "
+                             "without --refresh (or with --retrain) to train a new encoder")
+    return plan
+
+
+def current_build(workdir: Workdir) -> BuildPaths | None:
+    """The workdir's current complete build, or None when it has none."""
+    try:
+        return workdir.current()
+    except ArtifactError:
+        return None
+
+
+def encoder_mismatch(manifest: dict[str, Any], config: LookalikeConfig) -> str | None:
+    """Why the encoder of the build with ``manifest`` cannot encode for ``config`` (None if it can)."""
+    if manifest.get("package_version") != PACKAGE_VERSION:
+        return f"package version changed ({manifest.get('package_version')} -> {PACKAGE_VERSION})"
+    old = LookalikeConfig.model_validate(manifest["config"]).encoder_settings()
+    new = config.encoder_settings()
+    changed = sorted(name for name in new if old.get(name) != new[name])
+    return f"encoder settings changed ({', '.join(changed)})" if changed else None
+
+
+def suppression_digests(fingerprints: dict[str, Any]) -> list[str]:
+    """sha256 of each file of the suppression list in input fingerprints (empty without one)."""
+    return [f["sha256"] for f in fingerprints.get("suppression", {}).get("files", [])]
+
+
+def prepare_build(workdir: Workdir, request: BuildRequest) -> tuple[BuildPaths, dict[str, Any]]:
+    """:func:`prepare_encoder_build` without the plan."""
+    build, fingerprints, _plan = prepare_encoder_build(workdir, request)
+    return build, fingerprints
+
+
+def prepare_encoder_build(workdir: Workdir,
+                          request: BuildRequest) -> tuple[BuildPaths, dict[str, Any], EncoderPlan]:
+    """Fingerprint the inputs, plan the encoder (:func:`plan_encoder`), name the build folder and
+    sweep its stale temporary files.
+
+    In ``auto`` mode a planned refresh gives way to a build of the same inputs that trained its
+    own encoder and has a manifest (it is reused, or rebuilt as it was when a file is missing).
     Nothing is created: the first step to write makes the folder. Only this build's folder is
     swept: another build or an export running in the same workdir keeps its temporary files.
     """
     fingerprints = fingerprint_inputs(request)
-    build = workdir.build(build_id_for(request, fingerprints))
+    plan = plan_encoder(workdir, request, fingerprints)
+    build = workdir.build(build_id_for(request, fingerprints, plan.encoder_from))
+    if plan.refresh and request.mode == "auto" and not build.is_complete():
+        retrained = workdir.build(build_id_for(request, fingerprints))
+        if retrained.is_complete():
+            reason = f"retrain: same inputs as build {retrained.build_id}, which trained its own"
+            build, plan = retrained, EncoderPlan(reason)
     sweep_stale_temp_files(build.root)
-    return build, fingerprints
+    return build, fingerprints, plan
 
 
 def reusable(build: BuildPaths) -> bool:
@@ -194,9 +302,159 @@ def step_features(build: BuildPaths, request: BuildRequest,
                     "proxy_features": sorted({w.feature for w in warnings})},
     }
     write_json(build.root / "ingest_report.json", reports)
+    write_feature_sketch(build, request)
     progress(f"features: {result.n_users:,} users, {result.n_numeric} numeric and "
              f"{result.n_categorical} categorical features")
     return reports
+
+
+def write_feature_sketch(build: BuildPaths, request: BuildRequest) -> None:
+    """The build's feature distributions (:func:`lookalike.data.drift.feature_sketch`), which the
+    next build measures its drift against."""
+    spec = FeatureSpec.load(build.spec)
+    sketch = feature_sketch(build.features, [f.name for f in spec.numeric],
+                            [f.name for f in spec.categorical], bins=request.config.drift.bins,
+                            max_categories=request.config.drift.max_categories)
+    write_json(build.root / SKETCH_FILE, sketch)
+
+
+def step_drift(build: BuildPaths, request: BuildRequest, plan: EncoderPlan,
+               progress: Progress = print) -> dict[str, Any]:
+    """Drift of this build's features against the previous build (``plan.previous``), in the
+    manifest's ``steps.drift`` shape: per feature PSI, largest first; the embedding shift and
+    nearest-neighbour similarity PSI under the previous build's encoder (None when its spec does
+    not fit the new features); converter rate per type, old and new; the limits and which were
+    crossed. Everything is empty (``previous_build`` None) for a first build.
+    """
+    from lookalike.encoder.drift import embedding_drift
+
+    limits = request.config.drift
+    thresholds = limits.model_dump(include={"feature_psi", "max_drifted_share",
+                                            "max_embedding_shift", "max_nn_similarity_psi"})
+    report: dict[str, Any] = {"previous_build": None, "features": [], "embedding": None,
+                              "converter_rate": [], "thresholds": thresholds, "crossed": []}
+    previous = plan.previous
+    if previous is None:
+        return report
+    sketch = previous.root / SKETCH_FILE
+    embedding = embedding_drift(previous.features, build.features, previous.spec,
+                                previous.model_dir, sample=limits.sample, seed=limits.seed,
+                                bins=limits.bins)
+    report.update({
+        "previous_build": previous.build_id,
+        "features": feature_psi(sketch, build.features) if sketch.is_file() else [],
+        "embedding": None if embedding is None else embedding.to_dict(),
+        "converter_rate": converter_rates(load_manifest(previous)["steps"]["features"],
+                                          read_json(build.root / "ingest_report.json")),
+    })
+    report["crossed"] = crossed_limits(report, request.config)
+    progress(drift_line(report))
+    return report
+
+
+def converter_rates(previous: dict[str, Any], current: dict[str, Any]) -> list[dict[str, Any]]:
+    """Converters of each type per population user in two builds' ingest reports (0 where a
+    build has none of the type)."""
+    def rates(report: dict[str, Any]) -> dict[str, float]:
+        users = max(report["features"]["n_users"], 1)
+        return {t: n / users for t, n in report["conversions"]["converters_per_type"].items()}
+
+    old, new = rates(previous), rates(current)
+    return [{"type": t, "previous": round(old.get(t, 0.0), 6), "current": round(new.get(t, 0.0), 6)}
+            for t in sorted(old.keys() | new.keys())]
+
+
+def crossed_limits(report: dict[str, Any], config: LookalikeConfig) -> list[str]:
+    """The drift limits ``report`` crosses, each as a sentence for the log."""
+    limits, crossed = config.drift, []
+    drifted = [f["feature"] for f in report["features"] if f["psi"] > limits.feature_psi]
+    share = len(drifted) / max(len(report["features"]), 1)
+    if share > limits.max_drifted_share:
+        crossed.append(f"{len(drifted)} of {len(report['features'])} features ({share:.0%}) have "
+                       f"PSI > {limits.feature_psi} (limit {limits.max_drifted_share:.0%}): "
+                       f"{', '.join(drifted[:5])}{' ...' if len(drifted) > 5 else ''}")
+    embedding = report["embedding"]
+    if embedding and embedding["median_shift"] > limits.max_embedding_shift:
+        crossed.append(f"median embedding shift {embedding['median_shift']:.3f} > "
+                       f"{limits.max_embedding_shift}")
+    if embedding and embedding["nn_similarity_psi"] > limits.max_nn_similarity_psi:
+        crossed.append(f"nearest-neighbour similarity PSI {embedding['nn_similarity_psi']:.3f} > "
+                       f"{limits.max_nn_similarity_psi}")
+    return crossed
+
+
+def drift_line(report: dict[str, Any]) -> str:
+    """One progress line summing up ``steps.drift``."""
+    top = report["features"][0] if report["features"] else None
+    embedding = report["embedding"]
+    return (f"drift against build {report['previous_build']}: "
+            + (f"largest feature PSI {top['psi']:.3f} ({top['feature']})" if top else "no feature sketch")
+            + (f", embedding shift median {embedding['median_shift']:.3f} p90 "
+               f"{embedding['p90_shift']:.3f}, NN similarity PSI {embedding['nn_similarity_psi']:.3f}"
+               if embedding else ", embedding shift not computable")
+            + (f"; crossed: {'; '.join(report['crossed'])}" if report["crossed"] else ""))
+
+
+def settle_encoder(build: BuildPaths, request: BuildRequest, plan: EncoderPlan,
+                   drift: dict[str, Any], features: dict[str, Any]) -> EncoderPlan:
+    """The final plan once the new features and their drift are known: a planned refresh
+    retrains when the new table lacks a column the old spec reads, or (``auto`` mode) when the
+    encoder is ``train.retrain_interval_days`` old or drift crossed a limit.
+
+    Raises:
+        LookalikeError: ``mode="refresh"`` and the old spec does not fit the new features.
+    """
+    if not plan.refresh:
+        return plan
+    assert plan.previous is not None
+    missing = sorted(set(FeatureSpec.load(plan.previous.spec).columns)
+                     - set(pl.read_parquet_schema(build.features)))
+    if missing:
+        reason = f"feature columns changed (the encoder reads {', '.join(missing[:5])}, now absent)"
+        return _retrain_unless_refresh_asked(request, plan.retrain(reason))
+    if request.mode == "refresh":
+        return plan
+    age = encoder_age_days(load_manifest(plan.previous), features["features"]["as_of"])
+    limit = request.config.train.retrain_interval_days
+    if limit is not None and age is not None and age >= limit:
+        return plan.retrain(f"interval ({age:.1f} days since build {plan.encoder_from} trained "
+                            f"the encoder, limit {limit:g})")
+    if drift["crossed"]:
+        return plan.retrain(f"drift {'; '.join(drift['crossed'])}")
+    return plan
+
+
+def encoder_age_days(previous: dict[str, Any], as_of: str) -> float | None:
+    """Days from the as-of time of the build that trained ``previous``'s encoder to ``as_of``
+    (None when either build has no as-of time)."""
+    trained = previous["steps"]["train"].get("trained_as_of",
+                                              previous["steps"]["features"]["features"]["as_of"])
+    if trained in (None, "None") or as_of in (None, "None"):
+        return None
+    return (parse_as_of(as_of) - parse_as_of(trained)).total_seconds() / 86_400
+
+
+def rebind(workdir: Workdir, build: BuildPaths, request: BuildRequest,
+           fingerprints: dict[str, Any], plan: EncoderPlan) -> BuildPaths:
+    """Move a build's folder to the id of its final ``plan`` (a planned refresh that retrains
+    gets a retrain's id). A complete build of that id is kept and this folder removed; an
+    interrupted one gets this folder's files (the same inputs' features) and keeps its training
+    checkpoints, so its training resumes."""
+    target = workdir.build(build_id_for(request, fingerprints, plan.encoder_from))
+    if target == build:
+        return build
+    if reusable(target):
+        shutil.rmtree(build.root)
+        return target
+    if target.root.is_dir():
+        sweep_stale_temp_files(target.root)
+        for item in build.root.iterdir():
+            if item.is_file():
+                item.replace(target.root / item.name)
+        shutil.rmtree(build.root)
+    else:
+        build.root.rename(target.root)
+    return target
 
 
 def _without(suppressed: pl.Series | None, table: Table | None) -> Table | None:
@@ -241,10 +499,20 @@ def population_conversions(conversions: pl.LazyFrame, path: str,
     return known.sort([USER_ID, "conversion_type"]), report
 
 
-def step_train(build: BuildPaths, request: BuildRequest, progress: Progress = print) -> dict[str, Any]:
-    """Train the encoder (resuming from its last checkpoint if a previous run was interrupted)."""
+def step_train(build: BuildPaths, request: BuildRequest, progress: Progress = print,
+               plan: EncoderPlan | None = None) -> dict[str, Any]:
+    """Train the encoder (resuming from its last checkpoint if a previous run was interrupted),
+    or, when ``plan`` is a refresh, reuse the previous build's (:func:`reuse_encoder`).
+
+    ``plan`` defaults to a retrain. The result gains ``encoder_from`` (the build that trained the
+    encoder) and ``reason``; the reason also goes through ``progress``.
+    """
     from lookalike.encoder.train import train
 
+    plan = plan or EncoderPlan("retrain: asked")
+    progress(f"encoder: {plan.reason}")
+    if plan.refresh:
+        return reuse_encoder(build, plan)
     result = train(build.features, build.spec, build.conversions, build.model_dir, request.config,
                    resume=True, progress=progress)
     history = read_json(result.manifest)["metrics"]["history"]
@@ -255,7 +523,32 @@ def step_train(build: BuildPaths, request: BuildRequest, progress: Progress = pr
             "validation_recall": result.validation_recall,
             "validation_recall_by_type": result.validation_recall_by_type,
             "memorization": result.memorization,
-            "health": asdict(result.health), "seconds": round(result.elapsed_seconds, 1)}
+            "health": asdict(result.health), "seconds": round(result.elapsed_seconds, 1),
+            "encoder_from": build.build_id, "reason": plan.reason}
+
+
+def reuse_encoder(build: BuildPaths, plan: EncoderPlan) -> dict[str, Any]:
+    """Copy the previous build's model (without checkpoints) and the feature spec it was trained
+    with into ``build``, replacing the spec fitted on the new features: the encoder expects
+    inputs scaled by its own quantiles and vocabularies. Returns the training figures of the
+    build that trained it, with ``encoder_from``, ``reason`` and ``trained_as_of``."""
+    previous = plan.previous
+    assert previous is not None and plan.encoder_from is not None
+    started = time.monotonic()
+    if previous.root == build.root:  # rebuilding the current build itself: its spec was refitted
+        raise ArtifactError(f"{build.root} lost files and reuses its own encoder; rebuild it with "
+                            "--retrain")
+    with atomic_write(build.spec) as tmp:
+        shutil.copyfile(previous.spec, tmp)
+    shutil.rmtree(build.model_dir, ignore_errors=True)
+    shutil.copytree(previous.model_dir, build.model_dir,
+                    ignore=shutil.ignore_patterns("checkpoints"))
+    manifest = load_manifest(previous)
+    trained = manifest["steps"]["train"]
+    trained_as_of = trained.get("trained_as_of", manifest["steps"]["features"]["features"]["as_of"])
+    return {**trained, "seconds": round(time.monotonic() - started, 1),
+            "encoder_from": plan.encoder_from, "reason": plan.reason,
+            "trained_as_of": trained_as_of}
 
 
 def step_embed(build: BuildPaths, progress: Progress = print) -> dict[str, Any]:
@@ -347,7 +640,8 @@ def finalize_build(workdir: Workdir, build: BuildPaths, request: BuildRequest,
 def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = print) -> BuildPaths:
     """Every step in this process, one after the other (what the build flow runs as tasks).
 
-    A complete build with the same id is reused; an interrupted one continues (training from its
+    The encoder is reused or retrained as the module docstring says (``request.mode``). A
+    complete build with the same id is reused; an interrupted one continues (training from its
     last checkpoint). Returns the build, which is then current.
 
     Example::
@@ -355,14 +649,18 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
         build = run_build(Workdir("work"), BuildRequest(events="events.parquet", profiles=None,
                                                         conversions="conversions.parquet"))
     """
-    build, fingerprints = prepare_build(workdir, request)
+    build, fingerprints, plan = prepare_encoder_build(workdir, request)
     if reusable(build):
-        progress(f"inputs and config unchanged: reusing build {build.build_id}")
-        workdir.set_current(build.build_id)
-        return build
+        return reuse_build(workdir, build, progress)
     with discard_on_failure(build):
         steps: dict[str, Any] = {"features": step_features(build, request, progress)}
-        steps["train"] = step_train(build, request, progress)
+        steps["drift"] = step_drift(build, request, plan, progress)
+        plan = settle_encoder(build, request, plan, steps["drift"], steps["features"])
+        build = rebind(workdir, build, request, fingerprints, plan)
+    if build.is_complete():
+        return reuse_build(workdir, build, progress)
+    with discard_on_failure(build):
+        steps["train"] = step_train(build, request, progress, plan)
         steps["embed"] = step_embed(build, progress)
         n_shards = index_shard_count(build, request)
         shards: list[dict[str, Any]] = []
@@ -372,6 +670,13 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
             progress(shard_line(shards, n_shards, time.monotonic() - started))
         steps["index"] = step_index_manifest(build, request, shards, progress)
         finalize_build(workdir, build, request, fingerprints, steps)
+    return build
+
+
+def reuse_build(workdir: Workdir, build: BuildPaths, progress: Progress = print) -> BuildPaths:
+    """Make a complete build of the same inputs current instead of building it again."""
+    progress(f"inputs and config unchanged: reusing build {build.build_id}")
+    workdir.set_current(build.build_id)
     return build
 
 

@@ -49,6 +49,7 @@ from lookalike.core.artifacts import (
 )
 from lookalike.core.progress import Progress
 from lookalike.core.config import LookalikeConfig
+from lookalike.data.drift import SKETCH_FILE
 from lookalike.search.index import build_index
 from lookalike.data.schema import USER_ID
 from lookalike.privacy.suppression import is_listed, load_id_list
@@ -103,7 +104,9 @@ def erase_users(workdir: Workdir, users: str, config: LookalikeConfig = Lookalik
 def _write_erased_copy(build: BuildPaths, staging: BuildPaths, erased: pl.Series,
                        config: LookalikeConfig, manifest: dict[str, Any]) -> dict[str, int]:
     staging.root.mkdir(parents=True)
-    for name in ("feature_spec.json", "ingest_report.json"):
+    # the feature sketch holds shares and quantile edges, no user rows: the next build's drift
+    # is measured against it
+    for name in ("feature_spec.json", "ingest_report.json", SKETCH_FILE):
         if (build.root / name).is_file():
             shutil.copy2(build.root / name, staging.root / name)
     shutil.copytree(build.model_dir, staging.model_dir,

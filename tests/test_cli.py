@@ -62,6 +62,21 @@ def test_a_missing_input_table_of_a_build_is_reported_at_once(tmp_path: Path) ->
     assert not (tmp_path / "work").exists()
 
 
+def test_a_refresh_needs_a_current_build_and_excludes_retrain(tmp_path: Path) -> None:
+    tables = [tmp_path / "events.csv", tmp_path / "conversions.csv"]
+    for table in tables:
+        table.write_text("user_id\n1\n")
+    command = ["build", "--workdir", str(tmp_path / "work"), "--events", str(tables[0]),
+               "--conversions", str(tables[1]), "--no-prefect", "--refresh"]
+
+    alone, both = lookalike(*command), lookalike(*command, "--retrain")
+
+    assert (alone[0], alone[1][-1]) == (1, "error: cannot refresh: no previous build; build "
+                                           "without --refresh (or with --retrain) to train a new encoder")
+    assert (both[0], both[1]) == (1, ["error: give --refresh or --retrain, not both"])
+    assert not (tmp_path / "work").exists()
+
+
 def test_a_usage_mistake_ends_with_an_error_line_too(tmp_path: Path) -> None:
     code, lines, _ = lookalike("export", "--workdir", str(tmp_path), "--seeds", "s.csv", "--out",
                                "a.parquet", "--size", "10", "--fraction", "0.1")

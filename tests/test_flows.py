@@ -32,6 +32,7 @@ import yaml
 from flows.build import build_flow
 from flows.common import task_runner_options
 from flows.export import export_flow
+from flows.pipeline import pipeline_flow
 from lookalike import build_steps as steps
 from lookalike.core.artifacts import TEMP_MARKER, read_json
 from lookalike.core.config import load_config
@@ -39,6 +40,7 @@ from lookalike.core.errors import LookalikeError
 from lookalike.audience.export import export_audience
 from lookalike.data.synthetic import HELD_BACK_TYPE, generate
 from lookalike.core.workdir import Workdir
+from lookalike.testing.fixtures import drifted_copy
 
 REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -48,7 +50,7 @@ USERS = 4000
 SEEDS = 150
 AUDIENCE_SIZE = 200
 SHARDS = 2
-STEP_NAMES = ("step_features", "step_train", "step_embed", "step_index_shard",
+STEP_NAMES = ("step_features", "step_drift", "step_train", "step_embed", "step_index_shard",
               "step_index_manifest", "finalize_build")
 FAST_SETTINGS: dict[str, dict[str, Any]] = {
     "model": {"embedding_dim": 16, "hidden_dims": [64], "numeric_bins": 8},
@@ -179,7 +181,8 @@ def test_build_runs_every_step_as_a_task_and_makes_the_build_current(first_build
     manifest = read_json(workdir.current().manifest)
     assert manifest["steps"]["index"]["count"] == USERS
     assert manifest["steps"]["index"]["shards"] == SHARDS
-    expected = Counter({"ingest-and-features": 1, "train-encoder": 1, "embed-population": 1,
+    expected = Counter({"ingest-and-features": 1, "measure-drift": 1, "train-encoder": 1,
+                        "embed-population": 1,
                         "index-shard": SHARDS, "index-manifest": 1, "finalize-build": 1})
     assert task_run_counts(first_build["flow_run_id"], expected) == expected
 
@@ -244,20 +247,79 @@ def test_preparing_a_build_sweeps_only_its_own_stale_temporary_files(first_build
     assert all(path.exists() for path in others)
 
 
-def test_a_changed_input_rebuilds_every_step_and_switches_current(first_build, inputs, tmp_path,
-                                                                  step_calls):
+def test_a_changed_input_refreshes_every_step_with_the_current_encoder(first_build, inputs,
+                                                                       tmp_path, step_calls,
+                                                                       monkeypatch):
     workdir = tmp_path / "work"
     shutil.copytree(first_build["workdir"], workdir)
     conversions = pl.read_parquet(inputs.conversions)
     changed = tmp_path / "conversions.parquet"
     conversions.head(conversions.height - 5).write_parquet(changed)
+    trainings, artifacts = Counter[str](), {}
+    monkeypatch.setattr("lookalike.encoder.train.train",
+                        lambda *a, **k: trainings.update(["train"]))
+    monkeypatch.setattr("flows.build.create_markdown_artifact",
+                        lambda **artifact: artifacts.update({artifact["key"]: artifact["markdown"]}))
 
     result = build_flow(**inputs.build_kwargs(workdir, conversions=str(changed)))
 
+    first_id = first_build["result"]["build_id"]
     assert result["reused"] is False
-    assert result["build_id"] != first_build["result"]["build_id"]
+    assert result["build_id"] != first_id
     assert Workdir(workdir).current().build_id == result["build_id"]
     assert step_calls == full_build_calls()
+    assert not trainings
+    manifest = read_json(Workdir(workdir).current().manifest)
+    assert manifest["steps"]["train"]["encoder_from"] == first_id
+    assert manifest["steps"]["train"]["reason"] == f"refresh: encoder trained by build {first_id}"
+    assert manifest["steps"]["drift"]["previous_build"] == first_id
+    assert f"# Drift of build {result['build_id']} against {first_id}" in artifacts["lookalike-drift"]
+    assert f"encoder from build {first_id}: refresh" in artifacts["lookalike-build"]
+
+
+def test_the_scheduled_pipeline_refreshes_between_retrains_and_retrains_on_drift(inputs, tmp_path):
+    day2 = tmp_path / "day2"
+    day2.mkdir()
+    for table in ("events", "profiles"):
+        shutil.copy(getattr(inputs, table), day2 / f"{table}.parquet")
+    conversions = pl.read_parquet(inputs.conversions)
+    conversions.head(conversions.height - 5).write_parquet(day2 / "conversions.parquet")
+    days = [Path(inputs.events).parent, day2, drifted_copy(day2, tmp_path / "day3")]
+    runs = []
+    for number, data in enumerate(days, start=1):
+        config = yaml.safe_load(Path(inputs.config).read_text())
+        config["schedule"] = {"workdir": str(tmp_path / "work"),
+                              **{t: str(data / f"{t}.parquet")
+                                 for t in ("events", "profiles", "conversions")}}
+        path = tmp_path / f"day{number}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        state = pipeline_flow(str(path), return_state=True)
+        assert state.is_completed(), state.message
+        build = state.result()["build"]
+        runs.append({"train": read_json(Path(build["path"]) / "manifest.json")["steps"]["train"],
+                     "build_id": build["build_id"], "flow_run": state.state_details.flow_run_id})
+
+    first, second, third = runs
+    assert first["train"]["reason"] == "retrain: no previous build"
+    assert second["train"]["encoder_from"] == first["build_id"]
+    assert second["train"]["reason"] == f"refresh: encoder trained by build {first['build_id']}"
+    assert third["train"]["encoder_from"] == third["build_id"]
+    assert third["train"]["reason"].startswith("retrain: drift ")
+    for run in runs:
+        build_run = build_subflow_run(run["flow_run"])
+        assert f"encoder: {run['train']['reason']}" in flow_run_logs(build_run, "encoder: ")
+
+
+def build_subflow_run(pipeline_run: UUID) -> UUID:
+    """The id of the build flow a pipeline run ran (its logs are under that flow run)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[pipeline_run])))
+    (build,) = children  # a pipeline without audiences runs only the build flow
+    return build.id
 
 
 def test_an_io_error_is_retried_and_the_build_completes(inputs, tmp_path, monkeypatch, step_calls):

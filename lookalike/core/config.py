@@ -175,6 +175,49 @@ class TrainConfig(_Section):
     )
     health_sample: int = Field(5000, ge=100, description="Users embedded for the health statistics.")
     threads: int | None = Field(None, ge=1, description="torch threads; default all cores.")
+    retrain_interval_days: float | None = Field(
+        7.0, gt=0.0, description="A build retrains the encoder when its as-of time is this many "
+        "days or more after the as-of time of the build that trained the current encoder; "
+        "between retrains a build refreshes (reuses the encoder on the new features). None: "
+        "never by age, only on drift, changed settings or --retrain.",
+    )
+
+
+class DriftConfig(_Section):
+    """Drift between a build and the previous one, and when it forces the encoder to retrain.
+
+    A build that would refresh (reuse the previous encoder) retrains instead when any limit is
+    crossed; a build asked to refresh (``--refresh``) only reports it.
+    """
+
+    feature_psi: float = Field(
+        0.25, gt=0.0, description="A feature whose population stability index against the "
+        "previous build exceeds this has drifted (0.25 is the conventional 'major shift').",
+    )
+    max_drifted_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="Retrain when more than this share of the features "
+        "has drifted (see feature_psi).",
+    )
+    max_embedding_shift: float = Field(
+        0.1, gt=0.0, le=2.0, description="Retrain when the median cosine distance between a "
+        "user's old and new embedding (same encoder, users in both builds) exceeds this.",
+    )
+    max_nn_similarity_psi: float = Field(
+        0.25, gt=0.0, description="Retrain when the PSI of the nearest-neighbour similarity "
+        "distribution (old vs new embeddings of the sampled users) exceeds this.",
+    )
+    bins: int = Field(
+        10, ge=2, le=100, description="Quantile bins of each numeric feature's sketch (PSI bins)."
+    )
+    max_categories: int = Field(
+        50, ge=1, description="Most frequent values per categorical feature kept in its sketch; "
+        "the rest share one bin.",
+    )
+    sample: int = Field(
+        2000, ge=100, description="Users present in both builds (a seeded sample) embedded twice "
+        "for the embedding shift and nearest-neighbour similarities.",
+    )
+    seed: int = Field(0, description="Random state of the user sample.")
 
 
 class IndexConfig(_Section):
@@ -435,12 +478,25 @@ class LookalikeConfig(_Section):
     audience: AudienceConfig = Field(default_factory=AudienceConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     def fingerprint(self) -> str:
-        """Stable hash of every setting that can change a build's output."""
-        payload = self.model_dump(mode="json", exclude={"schedule", "audience", "evaluate", "privacy"})
+        """Stable hash of every setting that can change a build's output.
+
+        When to retrain (``drift``, ``train.retrain_interval_days``) is left out: it decides which
+        encoder a build uses, and that encoder's source is part of the build id instead.
+        """
+        payload = self.model_dump(mode="json", exclude={
+            "schedule": True, "audience": True, "evaluate": True, "privacy": True, "drift": True,
+            "train": {"retrain_interval_days"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def encoder_settings(self) -> dict[str, object]:
+        """The settings an encoder depends on (ingest, features, model, training): a build may
+        reuse a previous build's encoder only when these are equal."""
+        return self.model_dump(mode="json", include={"ingest", "features", "model", "train"},
+                               exclude={"train": {"retrain_interval_days"}})
 
 
 def load_config(path: str | Path | None = None) -> LookalikeConfig:

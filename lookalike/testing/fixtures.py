@@ -3,6 +3,7 @@ build of a few thousand synthetic users takes about 2 s."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -51,6 +52,23 @@ def reliability_config(**sections: dict) -> LookalikeConfig:
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     return LookalikeConfig.model_validate(base)
+
+
+def drifted_copy(source: Path, target: Path) -> Path:
+    """``source``'s synthetic tables with drifted features: every numeric profile column but the
+    integer codes moved by two standard deviations, event values five times larger; the same
+    users and conversions. Returns ``target``."""
+    target.mkdir(parents=True)
+    profiles = pl.read_parquet(source / "profiles.parquet")
+    codes = ("region_code", "plan_code", "store_code")
+    numeric = [c for c, t in profiles.schema.items()
+               if c != "user_id" and t.is_numeric() and c not in codes]
+    profiles.with_columns([pl.col(c) + 2 * pl.col(c).std() for c in numeric]) \
+        .write_parquet(target / "profiles.parquet")
+    pl.read_parquet(source / "events.parquet").with_columns(pl.col("value") * 5) \
+        .write_parquet(target / "events.parquet")
+    shutil.copy(source / "conversions.parquet", target / "conversions.parquet")
+    return target
 
 
 def request_for(data: Path, config: LookalikeConfig, profiles: Path | None = None) -> BuildRequest:
