@@ -103,7 +103,7 @@ def _similarity(index: dict[str, Any]) -> str:
 
 def _drift(drift: dict[str, Any] | None) -> list[str]:
     """The drift tables: feature PSI, embedding shifts, converter rates, thresholds crossed."""
-    if not drift:
+    if not drift or drift.get("previous_build") is None:
         return [note_html(NO_DRIFT)]
     embedding = drift.get("embedding") or {}
     crossed = drift.get("crossed") or []

@@ -7,6 +7,8 @@ without training, day 3 (a shifted population) retrains because drift crossed it
 
 from __future__ import annotations
 
+import html
+
 import json
 import math
 import shutil
@@ -18,6 +20,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from lookalike.build_report import NO_DRIFT
 from lookalike.build_steps import BuildRequest, run_build
 from lookalike.core.artifacts import read_json
 from lookalike.core.config import LookalikeConfig
@@ -246,6 +249,11 @@ def test_day_three_retrains_because_drift_crossed_its_limit(three_builds) -> Non
     conversions = pl.read_parquet(three_builds[3]["build"].conversions)
     card = conversions.filter(pl.col("conversion_type") == "card_signup")["user_id"].n_unique()
     assert rates["card_signup"]["current"] == pytest.approx(card / USERS, abs=1e-6)
+    page = third["build"].report_html.read_text()  # the build report shows what the manifest says
+    assert f"Compared with build {second['build'].build_id}." in page
+    assert f"threshold crossed: {html.escape(drift['crossed'][0])}" in page
+    assert f"<td>{drift['features'][0]['feature']}</td>" in page
+    assert NO_DRIFT in three_builds[1]["build"].report_html.read_text()
 
 
 def test_refresh_and_retrain_of_the_same_inputs_get_different_build_ids(three_builds, days,
