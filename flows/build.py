@@ -86,6 +86,7 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
     request = steps.BuildRequest(events=events, profiles=profiles, conversions=conversions,
                                  as_of=as_of, config=load_config(config_path), mode=mode)
     wd = Workdir(workdir)
+    started = time.monotonic()
     build, fingerprints, plan = steps.prepare_encoder_build(wd, request)
     had_manifest = build.is_complete()
     if steps.reusable(build):
@@ -105,6 +106,7 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
         reports["embed"] = embed_task(build)
         reports["index"] = index_manifest_task(build, request, _index_shards(build, request))
         manifest = finalize_task(wd, build, request, fingerprints, reports)
+    log(steps.completion_line(build, reports["train"], time.monotonic() - started))
     create_markdown_artifact(
         key="lookalike-build", markdown=_build_markdown(manifest), description="lookalike build"
     )

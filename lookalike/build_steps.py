@@ -649,6 +649,7 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
         build = run_build(Workdir("work"), BuildRequest(events="events.parquet", profiles=None,
                                                         conversions="conversions.parquet"))
     """
+    started_build = time.monotonic()
     build, fingerprints, plan = prepare_encoder_build(workdir, request)
     if reusable(build):
         return reuse_build(workdir, build, progress)
@@ -670,7 +671,13 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
             progress(shard_line(shards, n_shards, time.monotonic() - started))
         steps["index"] = step_index_manifest(build, request, shards, progress)
         finalize_build(workdir, build, request, fingerprints, steps)
+    progress(completion_line(build, steps["train"], time.monotonic() - started_build))
     return build
+
+
+def completion_line(build: BuildPaths, train: dict[str, Any], seconds: float) -> str:
+    """The last progress line of a build: its id, wall time and why it trained or not."""
+    return f"build {build.build_id} done in {seconds:.1f}s ({train['reason']})"
 
 
 def reuse_build(workdir: Workdir, build: BuildPaths, progress: Progress = print) -> BuildPaths:

@@ -208,6 +208,9 @@ def test_day_two_refreshes_with_the_day_one_encoder_without_training(three_build
     assert train["encoder_from"] == first["build"].build_id
     assert train["reason"].startswith("refresh: ")
     assert f"encoder: {train['reason']}" in second["lines"]
+    done = second["lines"][-1]  # the last line: id, wall time and the reason
+    assert done.startswith(f"build {second['build'].build_id} done in ") and done.endswith(
+        f"s ({train['reason']})")
     assert second["build"].build_id != first["build"].build_id
     assert second["build"].spec.read_bytes() == first["build"].spec.read_bytes()
     assert second["build"].model_build_id() == first["build"].model_build_id()

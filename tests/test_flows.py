@@ -308,6 +308,9 @@ def test_the_scheduled_pipeline_refreshes_between_retrains_and_retrains_on_drift
     for run in runs:
         build_run = build_subflow_run(run["flow_run"])
         assert f"encoder: {run['train']['reason']}" in flow_run_logs(build_run, "encoder: ")
+        done = f"build {run['build_id']} done in "
+        assert [line for line in flow_run_logs(build_run, done).splitlines()
+                if line.startswith(done) and line.endswith(f"s ({run['train']['reason']})")]
 
 
 def build_subflow_run(pipeline_run: UUID) -> UUID:
