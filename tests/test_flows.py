@@ -553,7 +553,8 @@ def test_commands_print_progress_lines_and_prefect_logs_only_with_verbose(first_
     assert "Finished in state Completed" in verbose[1] and "lookalike-export" in verbose[1]
     assert "Finished in state" not in quiet[1] and "Flow run" not in quiet[1]
     assert re.search(r"^ +\d+\.\ds  seeds: \d+ rows, \d+ matched", quiet[1], re.MULTILINE), quiet[1]
-    assert quiet[1].strip().splitlines()[-1] == f"report:   {tmp_path / 'quiet.report.md'}"
+    assert quiet[1].strip().splitlines()[-1] == (
+        f"report:   {tmp_path / 'quiet.report.md'}, {tmp_path / 'quiet.report.html'}")
 
 
 def test_a_failing_flow_prints_its_error_once_and_last(first_build, tmp_path):
