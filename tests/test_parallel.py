@@ -14,5 +14,6 @@ def test_thread_map_keeps_the_order_of_a_plain_map() -> None:
 
 def test_openmp_threads_caps_each_worker_but_not_the_caller() -> None:
     before = _openmp_effective_n_threads()
-    assert thread_map(lambda _: _openmp_effective_n_threads(), range(4), openmp_threads=1) == [1] * 4
+    capped = thread_map(lambda _: _openmp_effective_n_threads(), range(4), openmp_threads=1)
+    assert capped == [1] * 4
     assert _openmp_effective_n_threads() == before

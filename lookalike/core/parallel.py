@@ -26,8 +26,8 @@ def thread_map(
 
     ``openmp_threads`` caps the OpenMP threads of each worker (OpenMP's thread count is per
     calling thread): 1 for scikit-learn's gradient boosting, whose OpenMP threads spin while they
-    wait; on two cores shared with another process a boosting fit of 11,000 rows took 121 s on two
-    OpenMP threads against 4.9 s on one (benchmarks/RESULTS.md, 2026-12-07).
+    wait; on two cores shared with other processes two boosting fits of 11,000 rows took 121 s
+    on two OpenMP threads against 4.9 s on one (benchmarks/RESULTS.md, 2026-12-07).
     """
     def limit() -> None:
         if openmp_threads is not None:
