@@ -14,7 +14,14 @@ from sklearn.preprocessing import StandardScaler
 
 from lookalike.audience.crossfit import random_halves
 from lookalike.core.errors import ArtifactError
-from lookalike.audience.propensity import ArrayFeatures, ParquetFeatures, boosted_log_odds
+from lookalike.audience.propensity import (
+    PREDICT_CHUNK_ROWS,
+    ArrayFeatures,
+    BlendedModel,
+    ParquetFeatures,
+    boosted_log_odds,
+    mean_log_odds,
+)
 from lookalike.data.spec import model_inputs
 from lookalike.data.spec import EncodedFeatures, encode
 from lookalike.testing.toy_tables import toy_spec
@@ -107,3 +114,17 @@ def test_boosted_log_odds_are_cross_fitted_by_the_other_half(linear_share: float
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     # the signal is found: seeds are likelier where the first feature is high
     assert got[matrix[rows, 0] > 1.0].mean() > got[matrix[rows, 0] < -1.0].mean() + 1.0
+
+
+def test_mean_log_odds_over_chunks_on_threads_equals_one_call_per_model() -> None:
+    """Chunks scored on worker threads (one OpenMP thread each) give the models' mean score that
+    one call per model on the whole matrix, on this thread, gives."""
+    rng = np.random.default_rng(2)
+    matrix = rng.normal(size=(3 * PREDICT_CHUNK_ROWS + 17, 4)).astype(np.float32)
+    labels = (matrix[:, 0] + rng.normal(size=len(matrix)) > 0.5).astype(float)
+    models = [
+        BlendedModel(HistGradientBoostingClassifier(random_state=s).fit(matrix, labels), None, 0.0)
+        for s in (0, 1)
+    ]
+    reference = np.mean([m.boosted.decision_function(matrix) for m in models], axis=0)
+    np.testing.assert_array_equal(mean_log_odds(models, matrix), reference)

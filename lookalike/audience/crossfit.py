@@ -12,6 +12,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from lookalike.core.parallel import thread_map
+
 Model = TypeVar("Model")
 
 
@@ -43,6 +45,7 @@ def cross_fitted_scores(
     score: Callable[[Sequence[Model], np.ndarray | None], np.ndarray],
     rows: np.ndarray | None = None,
     score_half: Callable[[Model, int], np.ndarray] | None = None,
+    openmp_threads: int | None = None,
 ) -> np.ndarray:
     """Scores of ``rows`` from models cross-fitted on the two ``halves`` of a background sample.
 
@@ -50,8 +53,10 @@ def cross_fitted_scores(
     models' mean score of ``rows`` (``None``: every row, so ``rows`` positions are row numbers).
     Every row gets the mean of both models, then each sampled row the score of the model fitted
     on the other half (``score_half(model, i)`` scores half ``i`` when the caller has its inputs
-    at hand; by default ``score([model], halves[i])``). ``rows`` must be sorted and hold every
-    sampled row. Halves must not be empty; with one half there is nothing to cross.
+    at hand; by default ``score([model], halves[i])``). The models are fitted on one thread per
+    core, each with at most ``openmp_threads`` OpenMP threads (:func:`thread_map`). ``rows`` must
+    be sorted and hold every sampled row. Halves must not be empty; with one half there is nothing
+    to cross.
 
     Example (a "model" that is the mean of its background half)::
 
@@ -62,7 +67,7 @@ def cross_fitted_scores(
         >>> cross_fitted_scores(halves, fit, score).tolist()
         [30.0, 20.0, 30.0, 20.0, 25.0]
     """
-    models = [fit(i) for i in range(len(halves))]
+    models = thread_map(fit, range(len(halves)), openmp_threads)
     scores = score(models, rows)
     if len(models) == 2:
         for i, (half, other) in enumerate(zip(halves, reversed(models), strict=True)):

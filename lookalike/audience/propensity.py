@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from lookalike.audience.crossfit import cross_fitted_scores
 from lookalike.core.errors import ArtifactError
+from lookalike.core.parallel import thread_map
 from lookalike.data.spec import FeatureSpec, encode, model_inputs
 
 BATCH_ROWS = 65_536
@@ -130,6 +131,8 @@ def boosted_log_odds(
     log-odds, so no row's score comes from a model that saw it labelled 0. Every sampled row must
     be among ``rows``. With ``linear_share`` above 0 each half's model is a :class:`BlendedModel`:
     that share of the log-odds comes from a logistic regression (L2, C=1) on standardized inputs.
+    The two fits, and then the prediction chunks, run on one thread per core with one OpenMP
+    thread each.
     """
     halves = [h for h in halves if len(h)]
     seeds, *sampled = np.split(  # one read of the table for seeds and sample
@@ -160,6 +163,7 @@ def boosted_log_odds(
                                                lambda block: mean_log_odds(models, block)),
         rows,
         score_half=lambda model, i: mean_log_odds([model], sampled[i]),
+        openmp_threads=1,
     )
 
 
@@ -180,13 +184,15 @@ class BlendedModel:
 
 
 def mean_log_odds(models: Sequence[BlendedModel], inputs: np.ndarray) -> np.ndarray:
-    """The models' mean ``decision_function``, in chunks converted to float64 once for all models.
+    """The models' mean ``decision_function``, in chunks converted to float64 once for all models
+    (on one thread per core, one OpenMP thread each).
 
     scikit-learn converts its input to float64 on every call; a fresh copy of a 65k-row block of
     635 columns cost 0.7 s in page faults alone, against 0.1 s for two models on 4,096-row chunks.
     """
-    out = np.empty(len(inputs))
-    for start in range(0, len(inputs), PREDICT_CHUNK_ROWS):
+    def score(start: int) -> np.ndarray:
         chunk = np.asarray(inputs[start : start + PREDICT_CHUNK_ROWS], dtype=np.float64)
-        out[start : start + len(chunk)] = np.mean([m.decision_function(chunk) for m in models], axis=0)
-    return out
+        return np.mean([m.decision_function(chunk) for m in models], axis=0)
+
+    blocks = thread_map(score, range(0, len(inputs), PREDICT_CHUNK_ROWS), openmp_threads=1)
+    return np.concatenate(blocks) if blocks else np.empty(0)

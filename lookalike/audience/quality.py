@@ -41,6 +41,7 @@ from lookalike.audience.strategies.base import ExpansionProblem, allowed_mask
 from lookalike.core.blocks import float32_rows
 from lookalike.core.bootstrap import percentile_interval
 from lookalike.core.config import AudienceConfig
+from lookalike.core.parallel import thread_map
 from lookalike.search.neighbours import ExactSearch
 
 
@@ -176,7 +177,8 @@ def held_out_ranks(
 
     Returns ``None`` with fewer than two seeds per fold. The strategy runs on the sub-population
     (:func:`split_sample`'s users and the seeds) in memory, knn with exact search over it and its
-    lists as deep into the ranked users as into the eligible ones.
+    lists as deep into the ranked users as into the eligible ones; the folds on one thread per
+    core.
     """
     rng = np.random.default_rng(config.seed)
     folds = seed_folds(len(problem.seed_rows), config, rng)
@@ -206,8 +208,8 @@ def held_out_ranks(
             "boosting_learning_rate": config.quality_boosting_learning_rate,
         }
     )
-    above = []
-    for held in folds:
+
+    def rank_fold(held: np.ndarray) -> np.ndarray:
         trained = np.setdiff1d(seeds, held)
         fold = ExpansionProblem(
             embeddings=embeddings,
@@ -221,9 +223,11 @@ def held_out_ranks(
             background_halves=None if halves is None else [local_background],
         )
         expansion = expand_seeds(fold, ExactSearch(embeddings), strategy, fold_config)
-        above.append(sampled_above(expansion.rows, local_seeds[held], len(ranked)))
+        return sampled_above(expansion.rows, local_seeds[held], len(ranked))
+
+    above = np.concatenate(thread_map(rank_fold, folds))
     return HeldOutRanks(
-        np.concatenate(folds), np.concatenate(above), len(folds), len(ranked), problem.n_candidates
+        np.concatenate(folds), above, len(folds), len(ranked), problem.n_candidates
     )
 
 
