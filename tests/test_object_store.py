@@ -105,25 +105,26 @@ def test_erase_on_s3_removes_the_users_like_the_local_disk(
         pl.read_parquet(local.audience).select("user_id", "score"))
 
 
-@pytest.mark.parametrize("kill_after", [1, "files", "manifest"])
-def test_a_build_killed_while_publishing_leaves_the_previous_build_current(
-        s3: fsspec.AbstractFileSystem, data: Path, tmp_path: Path, kill_after: int | str) -> None:
-    url = f"s3://{BUCKET}/kill-{kill_after}"
-    first = Path(str(build(url, f"s3://{BUCKET}/data"))).name
-    changed = reliability_config(index={"recall_queries": 40})  # another build id, no training
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(changed.model_dump(mode="json")))
-    manifest = s3.cat_file(f"{BUCKET}/kill-{kill_after}/builds/{first}/manifest.json")
-    files = len(json.loads(manifest)["files"])  # the next build has the same files
-    uploads = {"files": files, "manifest": files + 1}.get(kill_after, kill_after)
-    command = [sys.executable, "-m", "lookalike.testing.object_store", url, str(config),
-               f"s3://{BUCKET}/data"]
-    killed = subprocess.run([*command, str(uploads)], capture_output=True, text=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr
-    assert verify_remote_current(url) == first
-    manifests = s3.glob(f"{BUCKET}/kill-{kill_after}/builds/*/manifest.json")
-    assert len(manifests) == (2 if kill_after == "manifest" else 1)
-    done = subprocess.run([*command, "0"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    second = verify_remote_current(url)
-    assert second != first
+def test_builds_killed_while_publishing_leave_the_previous_build_current(
+        s3: fsspec.AbstractFileSystem, data: Path, tmp_path: Path) -> None:
+    """Killed right after the first upload, after the last file before the manifest, and after
+    the manifest before the pointer; each time a re-run publishes the new build."""
+    url, inputs = f"s3://{BUCKET}/kill", f"s3://{BUCKET}/data"
+    current = Path(str(build(url, inputs))).name
+    manifest = s3.cat_file(f"{BUCKET}/kill/builds/{current}/manifest.json")
+    files = len(json.loads(manifest)["files"])  # every build here has the same files
+    for trial, uploads in enumerate([1, files, files + 1]):
+        changed = reliability_config(index={"recall_queries": 40 + trial})  # a new build id,
+        config = tmp_path / f"config-{trial}.json"                          # no training
+        config.write_text(json.dumps(changed.model_dump(mode="json")))
+        killed = subprocess.run([sys.executable, "-m", "lookalike.testing.object_store", url,
+                                 str(config), inputs, str(uploads)],
+                                capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -9, killed.stderr
+        assert verify_remote_current(url) == current
+        s3.invalidate_cache()
+        manifests = s3.glob(f"{BUCKET}/kill/builds/*/manifest.json")
+        assert len(manifests) == trial + 1 + (uploads == files + 1)
+        rerun = Path(str(build(url, inputs, changed))).name
+        assert verify_remote_current(url) == rerun != current
+        current = rerun
