@@ -281,6 +281,7 @@ def erase_at(workdir: str | Path, erase: Callable[[Workdir], ErasureReport]) -> 
     folder = f"builds/{report.build_id}-erased-{stamp}"
     remote.publish(remote.local.current(), folder)
     remote.push_audiences()
-    deleted = remote.delete_builds_except(folder)
-    return dataclasses.replace(report, builds_deleted=sorted({*report.builds_deleted, *deleted}))
+    deleted = remote.delete_builds_except(folder)  # its own folder before the erasure included
+    older = {name for name in deleted if name != report.build_id}
+    return dataclasses.replace(report, builds_deleted=sorted({*report.builds_deleted, *older}))
 

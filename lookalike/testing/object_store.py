@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lookalike.core.errors import ArtifactError
-from lookalike.object_store import MANIFEST, RemoteWorkdir
+from lookalike.object_store import MANIFEST, RemoteWorkdir, build_at
 
 AWS_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "us-east-1"}
@@ -96,14 +96,15 @@ def kill_after_uploads(count: int) -> None:
 
 def main(argv: list[str]) -> None:
     """``WORKDIR_URL CONFIG DATA KILL_AFTER``: build from DATA's three tables."""
-    import lookalike
+    from lookalike.build_steps import BuildRequest, run_build
+    from lookalike.core.config import load_config
 
     url, config, data, kill_after = argv
     if int(kill_after) > 0:
         kill_after_uploads(int(kill_after))
-    lookalike.build(url, events=f"{data}/events.parquet", profiles=f"{data}/profiles.parquet",
-                    conversions=f"{data}/conversions.parquet", config=config,
-                    progress=lambda line: None)
+    request = BuildRequest(events=f"{data}/events.parquet", profiles=f"{data}/profiles.parquet",
+                           conversions=f"{data}/conversions.parquet", config=load_config(config))
+    build_at(url, lambda local: run_build(local, request, progress=lambda line: None))
 
 
 if __name__ == "__main__":
