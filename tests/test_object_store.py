@@ -4,6 +4,7 @@ and audience as on a local disk, erasure, and builds killed while they publish."
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ import polars as pl
 import pytest
 
 import lookalike
+from lookalike.audience.export import ExportResult
+from lookalike.core.errors import ArtifactError
 from lookalike.core.workdir import Workdir
 from lookalike.erasure import erase_users
-from lookalike.object_store import RemoteWorkdir, erase_at
+from lookalike.object_store import RemoteWorkdir, erase_at, mirror_folder
 from lookalike.testing.fixtures import reliability_config, small_data, write_seeds
 from lookalike.testing.object_store import s3_server, verify_remote_current
 
@@ -48,7 +51,7 @@ def build(workdir: str | Path, data: str | Path, config: object = CONFIG) -> str
                            progress=lambda line: None)
 
 
-def export(workdir: str | Path, seeds: str, out: str | Path) -> lookalike.ExportResult:
+def export(workdir: str | Path, seeds: str, out: str | Path) -> ExportResult:
     return lookalike.export_audience(workdir, seeds, out, size=300, config=CONFIG,
                                      progress=lambda line: None)
 
@@ -75,6 +78,17 @@ def test_build_and_export_on_s3_equal_the_local_disk(
         expected.select("user_id", "score"))
     assert s3.exists(f"{BUCKET}/out/buyers.report.json")
     assert s3.exists(f"{BUCKET}/same/audiences/buyers/last.parquet")
+
+
+def test_a_remote_file_that_differs_from_its_manifest_is_refused(
+        s3: fsspec.AbstractFileSystem, data: Path) -> None:
+    url = f"s3://{BUCKET}/tampered"
+    build_id = Path(str(build(url, f"s3://{BUCKET}/data"))).name
+    s3.pipe_file(f"{BUCKET}/tampered/builds/{build_id}/feature_spec.json", b"{}")
+    shutil.rmtree(mirror_folder(url))  # no verified copy left to fall back on
+    with pytest.raises(ArtifactError, match="feature_spec.json does not match its manifest"):
+        export(url, f"s3://{BUCKET}/data/seeds.parquet", f"s3://{BUCKET}/tampered-out/a.parquet")
+    assert not s3.exists(f"{BUCKET}/tampered-out/a.parquet")
 
 
 def test_erase_on_s3_removes_the_users_like_the_local_disk(
