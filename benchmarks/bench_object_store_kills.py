@@ -6,7 +6,10 @@ Each trial builds with a new config (a new build id, the encoder refreshed, no t
 subprocess killed either right after its N-th upload (N drawn from 1 to the build's file count
 plus one: the last is after the manifest, before the pointer) or after a random delay within the
 subprocess's run time (most land before the first upload). Prints one line per trial and the
-counts as JSON; exits non-zero on any state that does not verify or re-run that fails. Example::
+counts as JSON: ``intact`` (the remote current build verifies), ``on_previous`` (it is still the
+previous build: every kill before the pointer upload), ``late`` (the build finished, or was killed
+after writing the pointer); exits non-zero on any state that does not verify, any kill by upload
+count that moved the pointer, or a re-run that did not publish. Example::
 
     python benchmarks/bench_object_store_kills.py --trials 12
 """
@@ -45,7 +48,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    counts = {"trials": 0, "killed": 0, "killed_in_upload": 0, "verified": 0, "reran": 0}
+    counts = {"trials": 0, "killed": 0, "killed_in_upload": 0, "intact": 0, "on_previous": 0,
+              "late": 0, "reran": 0}
     with tempfile.TemporaryDirectory() as tmp, s3_server(BUCKET):
         root = Path(tmp)
         os.environ["LOOKALIKE_CACHE"] = str(root / "cache")
@@ -77,19 +81,26 @@ def main() -> None:
             counts["trials"] += 1
             counts["killed"] += code == -9
             counts["killed_in_upload"] += by_upload and code == -9
-            try:  # a build that finished before its kill is current, and verifies
-                counts["verified"] += verify_remote_current(url) == current or code == 0
+            try:
+                state = verify_remote_current(url)
             except ArtifactError as exc:
-                print(f"trial {trial}: remote current does not verify: {exc}")
+                state = f"does not verify: {exc}"
+            counts["intact"] += "verify" not in state
+            counts["on_previous"] += state == current
+            counts["late"] += by_upload is False and "verify" not in state and state != current
             lookalike.build(url, **tables, config=cfg, progress=lambda line: None)
             rerun = verify_remote_current(url)
             counts["reran"] += rerun != current
             how = f"after upload {kill_after} of {files + 1}" if by_upload else "after a delay"
-            print(f"trial {trial}: killed {how} (exit {code}); current stayed {current}, "
-                  f"re-run published {rerun}")
+            print(f"trial {trial}: killed {how} (exit {code}); current after the kill {state} "
+                  f"(previous {current}); re-run published {rerun}")
             current = rerun
     print(json.dumps(counts))
-    sys.exit(0 if counts["verified"] == counts["reran"] == counts["trials"] else 1)
+    by_upload_trials = (args.trials + 1) // 2
+    held = counts["intact"] == counts["reran"] == counts["trials"] and \
+        counts["on_previous"] + counts["late"] == counts["trials"] and \
+        counts["on_previous"] >= by_upload_trials
+    sys.exit(0 if held else 1)
 
 
 if __name__ == "__main__":

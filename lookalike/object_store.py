@@ -40,13 +40,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from typing import TYPE_CHECKING
+
 import fsspec
 
-from lookalike.audience.export import ExportResult
 from lookalike.core.artifacts import atomic_write, sha256_file
 from lookalike.core.errors import ArtifactError
 from lookalike.core.workdir import BuildPaths, Workdir, verify_build
-from lookalike.erasure import ErasureReport
+
+if TYPE_CHECKING:  # both load polars and more: the command line's first checks stay quick
+    from lookalike.audience.export import ExportResult
+    from lookalike.erasure import ErasureReport
 
 CACHE_ENV = "LOOKALIKE_CACHE"
 POINTER = "current.json"
