@@ -87,7 +87,7 @@ def main() -> None:
                 state = f"does not verify: {exc}"
             counts["intact"] += "verify" not in state
             counts["on_previous"] += state == current
-            counts["late"] += by_upload is False and "verify" not in state and state != current
+            counts["late"] += not by_upload and "verify" not in state and state != current
             lookalike.build(url, **tables, config=cfg, progress=lambda line: None)
             rerun = verify_remote_current(url)
             counts["reran"] += rerun != current
