@@ -17,7 +17,7 @@ from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
+from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, local_only, log
 from lookalike import build_steps as steps
 from lookalike.core.workdir import BuildPaths, Workdir
 
@@ -83,6 +83,7 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
     """
     from lookalike.core.config import load_config
 
+    local_only(workdir)
     request = steps.BuildRequest(events=events, profiles=profiles, conversions=conversions,
                                  as_of=as_of, config=load_config(config_path), mode=mode)
     wd = Workdir(workdir)

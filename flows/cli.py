@@ -32,7 +32,7 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 _state = {"debug": False, "verbose": False}
 ConfigFile = Annotated[Path | None, typer.Option(help="Config file (YAML/JSON/TOML).")]
-CurrentWorkdir = Annotated[Path, typer.Option(help="Workdir with a current build.")]
+CurrentWorkdir = Annotated[str, typer.Option(help="Workdir with a current build (a folder or s3://bucket/prefix).")]
 Conversions = Annotated[str, typer.Option(help="Conversions table (Parquet/CSV, file/dir/glob).")]
 Events = Annotated[str | None, typer.Option(help="Events table.")]
 Profiles = Annotated[str | None, typer.Option(help="Profiles table.")]
@@ -132,7 +132,7 @@ def generate(
 @app.command()
 @fails_cleanly
 def build(
-    workdir: Annotated[Path, typer.Option(help="Folder that keeps versioned builds.")],
+    workdir: Annotated[str, typer.Option(help="Folder (or s3://bucket/prefix) that keeps versioned builds.")],
     conversions: Conversions,
     events: Events = None,
     profiles: Profiles = None,
@@ -167,7 +167,7 @@ def build(
 
         options = task_runner_options(task_runner, dask_address)
     result = runner(Console(), prefect, options).build(
-        workdir=str(workdir), conversions=conversions, events=events, profiles=profiles,
+        workdir=workdir, conversions=conversions, events=events, profiles=profiles,
         as_of=as_of, config_path=str(config) if config else None,
         mode="refresh" if refresh else "retrain" if retrain else "auto")
     typer.echo(f"build {result['build_id']} at {result['path']}")
@@ -178,7 +178,7 @@ def build(
 def export(
     workdir: CurrentWorkdir,
     seeds: Annotated[str, typer.Option(help="Seed list: user_id and optional weight (Parquet/CSV).")],
-    out: Annotated[Path, typer.Option(help="Audience Parquet file to write (atomically).")],
+    out: Annotated[str, typer.Option(help="Audience Parquet file to write (atomically; s3:// uploads the reports, then the audience).")],
     size: Annotated[int | None, typer.Option(min=1, help="Audience size in users.")] = None,
     fraction: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Audience size as a fraction of eligible users.")] = None,
     exclude: Annotated[str | None, typer.Option(help="Users never to include (user_id list).")] = None,
@@ -199,16 +199,16 @@ def export(
         raise LookalikeError("give exactly one of --size or --fraction")
     hashing = _hashing_options(hash_kind, platform, identifiers, id_column)
     from lookalike.core.config import StrategyName, load_config
-    from lookalike.core.workdir import Workdir
+    from lookalike.object_store import require_current
 
     if strategy is not None and strategy not in get_args(StrategyName):
         raise LookalikeError(f"unknown strategy '{strategy}': use one of "
                              f"{', '.join(get_args(StrategyName))}")
-    Workdir(workdir).current()
+    require_current(workdir)
     check_inputs(seeds, exclude, eligible, identifiers, audit_profiles)
     load_config(config)
     result = runner(Console(), prefect).export(
-        workdir=str(workdir), seeds=seeds, out=str(out), size=size, fraction=fraction,
+        workdir=workdir, seeds=seeds, out=out, size=size, fraction=fraction,
         exclude=exclude, eligible=eligible, strategy=strategy, min_score=min_score, name=name,
         config_path=str(config) if config else None, hashing=hashing,
         audit_profiles=audit_profiles)
@@ -243,14 +243,16 @@ def erase(
 ) -> None:
     """Physically remove USERS from the current build and last exports; delete older builds."""
     from lookalike.core.config import load_config
-    from lookalike.core.workdir import Workdir
+    from lookalike.object_store import require_current
 
-    Workdir(workdir).current()
+    require_current(workdir)
     check_inputs(users)
     cfg = load_config(config)
     from lookalike.erasure import erase_users
+    from lookalike.object_store import erase_at
 
-    report = erase_users(Workdir(workdir), users, cfg, progress=Console().progress)
+    report = erase_at(workdir, lambda local: erase_users(local, users, cfg,
+                                                         progress=Console().progress))
     typer.echo(f"build {report.build_id}: removed {report.rows_removed}; deleted older builds "
                f"{report.builds_deleted or 'none'}")
 

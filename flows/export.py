@@ -17,7 +17,7 @@ from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
+from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, local_only, log
 from lookalike.core.config import LookalikeConfig, load_config
 from lookalike.audience.export import HashingRequest, export_audience
 from lookalike.core.workdir import Workdir
@@ -47,6 +47,7 @@ def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
     identifiers, column) to add a hashed email or phone column; ``audit_profiles`` replaces the
     build's profiles as the table ``privacy.audit_columns`` are read from.
     """
+    local_only(workdir, out)
     options = {"size": size, "fraction": fraction, "exclude": exclude, "eligible": eligible,
                "strategy": strategy, "min_score": min_score, "name": name,
                "hashing": None if hashing is None else HashingRequest(**hashing),

@@ -49,24 +49,25 @@ class LocalRunner:
               config_path: str | None = None, mode: EncoderMode = "auto") -> dict[str, Any]:
         from lookalike.build_steps import BuildRequest, run_build
         from lookalike.core.config import load_config
-        from lookalike.core.workdir import Workdir
+        from lookalike.object_store import build_at
 
         request = BuildRequest(events=events, profiles=profiles, conversions=conversions,
                                as_of=as_of, config=load_config(config_path), mode=mode)
-        build = run_build(Workdir(workdir), request, progress=self.console.progress)
-        return {"build_id": build.build_id, "path": str(build.root)}
+        build, path = build_at(workdir, lambda local: run_build(local, request,
+                                                                progress=self.console.progress))
+        return {"build_id": build.build_id, "path": path}
 
     def export(self, *, workdir: str, seeds: str, out: str, config_path: str | None = None,
                hashing: dict[str, str] | None = None, **options: Any) -> dict[str, Any]:
         from lookalike.audience.export import HashingRequest, export_audience
         from lookalike.core.config import load_config
-        from lookalike.core.workdir import Workdir
+        from lookalike.object_store import export_at
 
-        result = export_audience(
-            Workdir(workdir).current(), seeds, out, config=load_config(config_path),
-            hashing=None if hashing is None else HashingRequest(**hashing),
-            progress=self.console.progress, **options,
-        )
+        config = load_config(config_path)
+        hashed = None if hashing is None else HashingRequest(**hashing)
+        result = export_at(workdir, out, lambda build, path: export_audience(
+            build, seeds, path, config=config, hashing=hashed, progress=self.console.progress,
+            **options))
         return result.to_dict()
 
 

@@ -45,20 +45,22 @@ def build(
     config: LookalikeConfig | str | Path | None = None,
     mode: Literal["auto", "refresh", "retrain"] = "auto",
     progress: Progress = print,
-) -> Path:
+) -> Path | str:
     """Build features, encoder, embeddings and index into ``workdir`` and make the build current.
 
     Inputs follow the contract in ``data/README.md`` (events, profiles or both, plus conversions);
     ``config`` is a :class:`~lookalike.core.config.LookalikeConfig` or a YAML/JSON/TOML file. The
     same inputs and config reuse the existing build. ``mode``: ``auto`` reuses the current build's
     encoder unless a retrain is due, ``refresh`` always reuses it, ``retrain`` always trains
-    (:mod:`lookalike.build_steps`). Returns the build's folder.
+    (:mod:`lookalike.build_steps`). Returns the build's folder. ``workdir`` may be an
+    ``s3://bucket/prefix`` URL (:mod:`lookalike.object_store`): the build's URL is returned.
     """
     from lookalike.build_steps import BuildRequest, run_build
-    from lookalike.core.workdir import Workdir
+    from lookalike.object_store import build_at, is_remote
 
     request = BuildRequest(events, profiles, conversions, as_of, _config(config), mode)
-    return run_build(Workdir(workdir), request, progress=progress).root
+    _, where = build_at(workdir, lambda local: run_build(local, request, progress=progress))
+    return where if is_remote(where) else Path(where)
 
 
 def export_audience(
@@ -77,12 +79,14 @@ def export_audience(
     Uses the workdir's current build. ``options`` are those of
     :func:`lookalike.audience.export.export_audience` (``strategy``, ``exclude``, ``eligible``,
     ``name``, ``min_score``, ...). Returns where the audience and its reports went.
+    ``workdir`` and ``out`` may be ``s3://`` URLs (:mod:`lookalike.object_store`).
     """
     from lookalike.audience.export import export_audience as export
-    from lookalike.core.workdir import Workdir
+    from lookalike.object_store import export_at
 
-    return export(Workdir(workdir).current(), seeds, out, size=size, fraction=fraction,
-                  config=_config(config), progress=progress, **options)
+    return export_at(workdir, out, lambda build, path: export(
+        build, seeds, path, size=size, fraction=fraction, config=_config(config),
+        progress=progress, **options))
 
 
 def evaluate(

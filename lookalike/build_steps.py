@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,7 +34,6 @@ import polars as pl
 from lookalike.core.artifacts import (
     atomic_write,
     read_json,
-    sha256_file,
     sweep_stale_temp_files,
     write_json,
 )
@@ -52,7 +50,7 @@ from lookalike.data.ingest import (
     load_events,
     load_profiles,
 )
-from lookalike.data.files import resolve_files
+from lookalike.data.files import file_fingerprint, resolve_files
 from lookalike.privacy.proxies import ProxyWarning, proxy_warnings, read_denied_columns
 from lookalike.data.schema import USER_ID
 from lookalike.data.spec import FeatureSpec
@@ -95,8 +93,7 @@ def fingerprint_inputs(request: BuildRequest) -> dict[str, Any]:
         files = resolve_files(path)
         prints[kind] = {
             "path": path,
-            "files": [{"file": f, "sha256": sha256_file(f), "bytes": Path(f).stat().st_size}
-                      for f in files],
+            "files": [file_fingerprint(f) for f in files],
         }
     return prints
 

@@ -15,7 +15,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "lookalike"
 LAYERS = [  # in pipeline order: a layer may import only from itself and the layers above it
     {"core"}, {"data"}, {"encoder"}, {"search"}, {"privacy"}, {"audience"},
-    {"build_steps", "build_report", "erasure"},  # operations on a whole workdir
+    {"build_steps", "build_report", "erasure", "object_store"},  # operations on a whole workdir
     {"evaluation"}, {"testing"}, {"__init__"},
 ]
 

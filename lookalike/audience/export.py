@@ -112,9 +112,11 @@ class ExportResult(ReportFiles):
     """Where the export and its report went, and a small JSON-able summary (size, tiers,
     warnings, timings)."""
 
-    audience: Path
+    audience: Path | str  # a URL after an upload (lookalike.object_store.upload_export)
     summary: dict[str, Any]
-    report_html: Path
+    report_html: Path | str
+    report_json: Path | str
+    report_md: Path | str
 
     def to_dict(self) -> dict[str, Any]:
         """The paths as text and the summary (what the export flow returns)."""

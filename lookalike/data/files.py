@@ -7,6 +7,8 @@ can check that every path exists in a fraction of a second, before any work star
 from __future__ import annotations
 
 import glob as globlib
+import hashlib
+from typing import Any
 
 import fsspec
 
@@ -29,3 +31,18 @@ def resolve_files(path: str) -> list[str]:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     prefix = "" if protocol in ("file", "local") else f"{protocol}://"
     return sorted(prefix + f for f in files)
+
+
+def file_fingerprint(file: str) -> dict[str, Any]:
+    """sha256 and size of one file, local or an fsspec URL (``s3://...``), streamed.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "t.csv"; _ = path.write_text("user_id\\n1\\n")
+        >>> file_fingerprint(str(path))["bytes"]
+        10
+    """
+    fs, root = fsspec.core.url_to_fs(file)
+    with fs.open(root, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return {"file": file, "sha256": digest, "bytes": fs.size(root)}
