@@ -8,7 +8,6 @@ Reuses the real-server helpers and the synthetic inputs of ``test_flows.py``.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,12 +19,8 @@ from test_flows import (  # noqa: F401 (inputs is a fixture)
     AUDIENCE_SIZE,
     Inputs,
     finished,
-    free_port,
-    healthy,
     inputs,
-    server_env,
-    start,
-    stop,
+    served,
     tail,
     wait_for,
     write_schedule_config,
@@ -46,18 +41,7 @@ def test_an_adhoc_export_run_writes_the_librarys_audience_and_its_report(inputs:
         inputs.events, inputs.profiles, inputs.conversions, inputs.as_of, load_config(config)),
         progress=lambda _: None)
     out = tmp_path / "out" / "adhoc.parquet"
-    api = f"http://127.0.0.1:{free_port()}/api"
-    env = server_env(api, tmp_path / "prefect-home")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    processes = []
-    try:
-        processes.append(start([sys.executable, "-m", "prefect", "server", "start", "--host",
-                                "127.0.0.1", "--port", api.split(":")[-1].split("/")[0],
-                                "--no-ui"], env, logs / "server.log"))
-        wait_for(lambda: healthy(api), 120, "the Prefect server to be healthy", logs)
-        processes.append(start([sys.executable, "-m", "flows.cli", "serve", "--config",
-                                str(config)], env, logs / "serve.log"))
+    with served(config, tmp_path) as (api, logs):
         deployment = wait_for(lambda: export_deployment_id(api), 60,
                               "serve to register lookalike-export/adhoc", logs)
         run_id = start_export(api, deployment, {"seeds": inputs.seeds, "out": str(out),
@@ -67,9 +51,6 @@ def test_an_adhoc_export_run_writes_the_librarys_audience_and_its_report(inputs:
         report = wait_for(lambda: artifact_data(api, run_id, "adhoc-report"), 30,
                           "the run's report artifact", logs)
         fairness = artifact_data(api, run_id, "adhoc-fairness")
-    finally:
-        for process in reversed(processes):  # serve first: it hangs if the server goes first
-            stop(process)
 
     expected = export_audience(build, inputs.seeds, tmp_path / "reference.parquet",
                                size=AUDIENCE_SIZE, config=load_config(config),

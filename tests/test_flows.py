@@ -7,6 +7,7 @@ means "the expensive code never ran", whatever the API's eventual consistency.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -397,6 +398,27 @@ def test_served_deployment_runs_on_its_cron_schedule(inputs, tmp_path):
     Its start time is then moved to now, so the test does not wait for the next minute.
     """
     config = write_schedule_config(inputs, tmp_path)
+    with served(config, tmp_path) as (api, logs):
+        run = wait_for(lambda: scheduled_run(api), 90, "the scheduler to create a run", logs)
+        start_now(api, run["id"])
+        final = wait_for(lambda: finished(api, run["id"]), 150, "the scheduled run to finish", logs)
+        assert final["state"]["type"] == "COMPLETED", (final["state"], tail(logs))
+
+    audience = tmp_path / "out" / "scheduled.parquet"
+    expected = export_audience(Workdir(tmp_path / "work").current(), inputs.seeds,
+                               tmp_path / "reference.parquet", size=AUDIENCE_SIZE,
+                               config=load_config(config), progress=lambda _: None)
+    query = "SELECT user_id, rank FROM read_parquet(?) ORDER BY rank"
+    assert duckdb.execute(query, [str(audience)]).fetchall() == duckdb.execute(
+        query, [str(expected.audience)]).fetchall()
+    assert duckdb.execute("SELECT count(*) FROM read_parquet(?)",
+                          [str(audience)]).fetchone() == (AUDIENCE_SIZE,)
+
+
+@contextlib.contextmanager
+def served(config: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real Prefect server on a free local port and ``lookalike serve --config`` against it;
+    yields the API URL and the folder of both processes' logs, and stops both afterwards."""
     api = f"http://127.0.0.1:{free_port()}/api"
     env = server_env(api, tmp_path / "prefect-home")
     logs = tmp_path / "logs"
@@ -409,23 +431,10 @@ def test_served_deployment_runs_on_its_cron_schedule(inputs, tmp_path):
         wait_for(lambda: healthy(api), 120, "the Prefect server to be healthy", logs)
         processes.append(start([sys.executable, "-m", "flows.cli", "serve", "--config",
                                 str(config)], env, logs / "serve.log"))
-        run = wait_for(lambda: scheduled_run(api), 90, "the scheduler to create a run", logs)
-        start_now(api, run["id"])
-        final = wait_for(lambda: finished(api, run["id"]), 150, "the scheduled run to finish", logs)
-        assert final["state"]["type"] == "COMPLETED", (final["state"], tail(logs))
+        yield api, logs
     finally:
         for process in reversed(processes):  # serve first: it hangs if the server goes first
             stop(process)
-
-    audience = tmp_path / "out" / "scheduled.parquet"
-    expected = export_audience(Workdir(tmp_path / "work").current(), inputs.seeds,
-                               tmp_path / "reference.parquet", size=AUDIENCE_SIZE,
-                               config=load_config(config), progress=lambda _: None)
-    query = "SELECT user_id, rank FROM read_parquet(?) ORDER BY rank"
-    assert duckdb.execute(query, [str(audience)]).fetchall() == duckdb.execute(
-        query, [str(expected.audience)]).fetchall()
-    assert duckdb.execute("SELECT count(*) FROM read_parquet(?)",
-                          [str(audience)]).fetchone() == (AUDIENCE_SIZE,)
 
 
 def write_schedule_config(inputs: Inputs, folder: Path) -> Path:
