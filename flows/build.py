@@ -11,13 +11,14 @@ A build that fails removes its unfinished folder (:func:`lookalike.build_steps.d
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, local_only, log
+from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
 from lookalike import build_steps as steps
 from lookalike.core.workdir import BuildPaths, Workdir
 
@@ -80,13 +81,26 @@ def build_flow(workdir: str, conversions: str, events: str | None = None,
 
     ``mode``: ``auto`` refreshes from the current build's encoder unless a retrain is due,
     ``refresh`` always reuses it, ``retrain`` always trains (:class:`lookalike.build_steps.BuildRequest`).
+    An ``s3://`` workdir is built in its local mirror, then published (files, manifest, pointer
+    last: :func:`lookalike.object_store.build_at`).
     """
     from lookalike.core.config import load_config
+    from lookalike.object_store import build_at
 
-    local_only(workdir)
     request = steps.BuildRequest(events=events, profiles=profiles, conversions=conversions,
                                  as_of=as_of, config=load_config(config_path), mode=mode)
-    wd = Workdir(workdir)
+    summary: dict[str, Any] = {}
+
+    def build_in(wd: Workdir) -> BuildPaths:
+        summary.update(_build(wd, request))
+        return BuildPaths(Path(summary["path"]))
+
+    summary["path"] = build_at(workdir, build_in)[1]
+    return summary
+
+
+def _build(wd: Workdir, request: steps.BuildRequest) -> dict[str, Any]:
+    """The build flow's tasks on a local workdir."""
     started = time.monotonic()
     build, fingerprints, plan = steps.prepare_encoder_build(wd, request)
     had_manifest = build.is_complete()

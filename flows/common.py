@@ -8,7 +8,6 @@ from prefect import get_run_logger
 
 from flows.console import PROGRESS_FLAG
 from flows.runners import check_task_runner
-from lookalike.core.errors import LookalikeError
 
 IO_RETRIES = 2
 IO_RETRY_DELAYS = [2.0, 10.0]
@@ -46,18 +45,3 @@ def task_runner_options(name: str, address: str | None = None, workers: int = 2)
     return {"task_runner": DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
                                                           "processes": True})}
 
-
-def local_only(*locations: str | None) -> None:
-    """Raise :class:`LookalikeError` for an object-store URL: the flows run their steps on local
-    folders; ``lookalike build|export --no-prefect`` mirrors and publishes a remote workdir
-    (:mod:`lookalike.object_store`).
-
-    Example:
-        >>> local_only("work", None)
-    """
-    from lookalike.object_store import is_remote
-
-    for place in locations:
-        if place is not None and is_remote(place):
-            raise LookalikeError(f"{place}: the Prefect flows read and write local folders only; "
-                                 "run the command with --no-prefect for an s3:// workdir or output")

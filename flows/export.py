@@ -13,23 +13,26 @@ import re
 from pathlib import Path
 from typing import Any
 
+import fsspec
 from prefect import flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, local_only, log
+from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
 from lookalike.core.config import LookalikeConfig, load_config
 from lookalike.audience.export import HashingRequest, export_audience
-from lookalike.core.workdir import Workdir
 
 
 @task(name="export-audience", cache_policy=NO_CACHE, retries=IO_RETRIES,
       retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
 def export_task(workdir: str, seeds: str, out: str, options: dict[str, Any],
                 config: LookalikeConfig) -> dict[str, Any]:
-    """Score the population against the seeds and write the audience atomically."""
-    result = export_audience(Workdir(workdir).current(), seeds, out, config=config, progress=log,
-                             **options)
+    """Score the population against the seeds and write the audience atomically (an ``s3://``
+    workdir or ``out`` through :func:`lookalike.object_store.export_at`)."""
+    from lookalike.object_store import export_at
+
+    result = export_at(workdir, out, lambda build, path: export_audience(
+        build, seeds, path, config=config, progress=log, **options))
     return result.to_dict()
 
 
@@ -47,7 +50,6 @@ def export_flow(workdir: str, seeds: str, out: str, size: int | None = None,
     identifiers, column) to add a hashed email or phone column; ``audit_profiles`` replaces the
     build's profiles as the table ``privacy.audit_columns`` are read from.
     """
-    local_only(workdir, out)
     options = {"size": size, "fraction": fraction, "exclude": exclude, "eligible": eligible,
                "strategy": strategy, "min_score": min_score, "name": name,
                "hashing": None if hashing is None else HashingRequest(**hashing),
@@ -61,7 +63,9 @@ def publish_artifacts(result: dict[str, Any]) -> None:
     """Report, tier, quality and fairness tables, and links to the file and the HTML report, keyed
     by the audience file's name."""
     key = artifact_key(Path(result["audience"]).stem)
-    create_markdown_artifact(key=f"{key}-report", markdown=Path(result["report_md"]).read_text(),
+    with fsspec.open(result["report_md"], "r") as report:
+        markdown = report.read()
+    create_markdown_artifact(key=f"{key}-report", markdown=markdown,
                              description="lookalike audience report")
     tiers = result["summary"].get("tiers", [])
     if tiers:
@@ -74,11 +78,16 @@ def publish_artifacts(result: dict[str, Any]) -> None:
     if fairness:
         create_table_artifact(key=f"{key}-fairness", table=fairness,
                               description="audited groups: audience share against eligible share")
-    create_link_artifact(key=f"{key}-file", link=Path(result["audience"]).resolve().as_uri(),
+    create_link_artifact(key=f"{key}-file", link=location_link(result["audience"]),
                          link_text=Path(result["audience"]).name, description="audience Parquet")
-    create_link_artifact(key=f"{key}-html", link=Path(result["report_html"]).resolve().as_uri(),
+    create_link_artifact(key=f"{key}-html", link=location_link(result["report_html"]),
                          link_text=Path(result["report_html"]).name,
                          description="audience report with plots")
+
+
+def location_link(location: str) -> str:
+    """A link to a local file (``file://``) or an object-store URL as it is."""
+    return location if "://" in location else Path(location).resolve().as_uri()
 
 
 def artifact_key(name: str) -> str:

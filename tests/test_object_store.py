@@ -80,6 +80,29 @@ def test_build_and_export_on_s3_equal_the_local_disk(
     assert s3.exists(f"{BUCKET}/same/audiences/buyers/last.parquet")
 
 
+def test_the_flows_build_and_export_on_s3_like_the_library(
+        s3: fsspec.AbstractFileSystem, data: Path, tmp_path: Path, prefect_harness: None) -> None:
+    from flows.build import build_flow
+    from flows.export import export_flow
+
+    url, inputs = f"s3://{BUCKET}/flows", f"s3://{BUCKET}/data"
+    config = tmp_path / "config.json"
+    config.write_text(CONFIG.model_dump_json())
+    built = build_flow(workdir=url, events=f"{inputs}/events.parquet",
+                       profiles=f"{inputs}/profiles.parquet",
+                       conversions=f"{inputs}/conversions.parquet", config_path=str(config))
+    local_build = build(tmp_path / "work", data)
+    assert built["path"] == f"{url}/builds/{Path(local_build).name}"
+    assert verify_remote_current(url) == Path(local_build).name
+    out = f"s3://{BUCKET}/flows-out/buyers.parquet"
+    result = export_flow(workdir=url, seeds=f"{inputs}/seeds.parquet", out=out, size=300,
+                         config_path=str(config))
+    local = export(tmp_path / "work", str(data / "seeds.parquet"), tmp_path / "buyers.parquet")
+    assert result["audience"] == out
+    assert read_audience(s3, out).select("user_id", "score").equals(
+        pl.read_parquet(local.audience).select("user_id", "score"))
+
+
 def test_a_remote_file_that_differs_from_its_manifest_is_refused(
         s3: fsspec.AbstractFileSystem, data: Path) -> None:
     url = f"s3://{BUCKET}/tampered"
