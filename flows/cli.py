@@ -317,7 +317,7 @@ def demo(
     hits = result.hits
     typer.echo("")
     typer.echo(f"audience: {result.audience} ({result.size} users)")
-    typer.echo(f"report:   {result.report}")
+    typer.echo(f"report:   {result.report}, {result.report_html} (plots)")
     typer.echo(f"seeds: {result.seeds} converters of '{result.seed_type}', a conversion type the "
                f"model never trained on")
     typer.echo(f"held-out '{result.seed_type}' converters in the audience: {hits.hits} of "

@@ -30,6 +30,7 @@ DEMO_OVERRIDES = {
 class DemoResult:
     audience: Path
     report: Path
+    report_html: Path
     size: int
     seeds: int
     hits: AudienceHits
@@ -61,8 +62,8 @@ def run_demo(folder: Path, runner: Runner, users: int = 50_000, events_per_user:
     audience = pl.read_parquet(result["audience"]).get_column("user_id")
     eligible = result["summary"]["eligible_users"]
     hits = audience_hits(audience, held_out, eligible)
-    return DemoResult(Path(result["audience"]), Path(result["report_md"]), audience.len(),
-                      seeds.len(), hits, seed_type)
+    return DemoResult(Path(result["audience"]), Path(result["report_md"]),
+                      Path(result["report_html"]), audience.len(), seeds.len(), hits, seed_type)
 
 
 def demo_config(generated: Path, out: Path) -> Path:
