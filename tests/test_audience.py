@@ -26,6 +26,8 @@ from lookalike.audience.strategies.knn import mean_top_m
 from lookalike.audience.crossfit import random_halves, subsample_halves
 from lookalike.core.config import AudienceConfig
 from lookalike.core.errors import AudienceError
+import lookalike.audience.quality as quality_module
+from lookalike.audience.quality import estimate_quality
 from lookalike.audience.propensity import ArrayFeatures, boosted_log_odds
 
 # --- naive references ---------------------------------------------------------------------------
@@ -509,6 +511,27 @@ def test_hybrid_blends_a_linear_model_only_below_its_seed_count(embeddings):
     assert at_limit.effort["linear_share"] == 0.0
     assert below.effort["linear_share"] == AudienceConfig().hybrid_linear_share > 0
     assert not np.allclose(at_limit.scores, below.scores)
+
+
+@pytest.mark.parametrize("limit", [30, 41])
+def test_the_quality_estimates_folds_blend_the_feature_model_as_the_export_does(
+        embeddings, monkeypatch, limit):
+    """40 seeds: the export blends only below ``limit``; its folds (about 27 seeds) must agree."""
+    rng = np.random.default_rng(10)
+    features = np.column_stack([np.arange(N) % 6 == 1, rng.normal(size=(N, 3))]).astype(np.float32)
+    problem, _ = make_problem(embeddings, seeds_in_clusters(N, (1,), 40), 60, features=features)
+    shares: list[float] = []
+
+    def recorded(*args, **kwargs):
+        expansion = expand_seeds(*args, **kwargs)
+        shares.append(expansion.effort["linear_share"])
+        return expansion
+
+    monkeypatch.setattr(quality_module, "expand_seeds", recorded)
+    config = AudienceConfig(hybrid_linear_max_seeds=limit, quality_folds=3)
+    assert estimate_quality(problem, "hybrid", config, 60) is not None
+    exported = expand_seeds(problem, ExactSearch(embeddings), "hybrid", config).effort["linear_share"]
+    assert len(shares) == 3 and set(shares) == {exported}
 
 
 def test_hybrid_without_features_is_refused(embeddings):

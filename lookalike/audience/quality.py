@@ -38,6 +38,7 @@ from lookalike.audience.propensity import ArrayFeatures
 from lookalike.audience.selection import band_size
 from lookalike.audience.strategies import expand_seeds
 from lookalike.audience.strategies.base import ExpansionProblem, allowed_mask
+from lookalike.audience.strategies.hybrid import linear_share
 from lookalike.core.blocks import float32_rows
 from lookalike.core.bootstrap import percentile_interval
 from lookalike.core.config import AudienceConfig
@@ -202,10 +203,13 @@ def held_out_ranks(
     # knn's lists reach as far into the ranked sample as into the eligible users
     rate = len(ranked) / max(problem.n_candidates, 1)
     depth_k = max(1, round(config.neighbours_per_seed * rate))
+    # the folds fit fewer seeds than the export: they blend the hybrid's feature model as it does
+    exported_share = linear_share(min(len(problem.seed_rows), config.boosting_max_seeds), config)
     fold_config = config.model_copy(
         update={
             "neighbours_per_seed": depth_k,
             "boosting_learning_rate": config.quality_boosting_learning_rate,
+            "hybrid_linear_share": exported_share,
         }
     )
 
