@@ -21,12 +21,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+from bench_index import median_time
 
 from lookalike.audience.html import render_html
 from lookalike.audience.report import embedding_map, reach_curve
@@ -44,16 +41,6 @@ def clustered_vectors(users: int, dim: int, seed: int = 0) -> np.ndarray:
     vectors = centres[rng.integers(0, 50, users)] + 0.5 * rng.normal(size=(users, dim)).astype(
         np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def median_seconds(run: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    result = run()  # warm-up (imports, caches)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
 
 
 def audience_report(vectors: np.ndarray, scores: np.ndarray, config: AudienceConfig) -> dict:
@@ -113,13 +100,13 @@ def main() -> None:
     rows = np.sort(rng.choice(args.users, index_config.similarity_sample, replace=False))
     scores = np.sort(rng.normal(size=args.users // 20))[::-1]
 
-    nn_s, similarities = median_seconds(lambda: nearest_other_similarity(vectors, rows),
+    nn_s, similarities = median_time(lambda: nearest_other_similarity(vectors, rows),
                                         args.repeats)
     histogram = {"sample": len(rows), **compact_histogram(similarities, 40)}
-    map_s, report = median_seconds(lambda: audience_report(vectors, scores, audience_config),
+    map_s, report = median_time(lambda: audience_report(vectors, scores, audience_config),
                                    args.repeats)
-    page_s, page = median_seconds(lambda: render_html(report), args.repeats)
-    build_s, build_page = median_seconds(
+    page_s, page = median_time(lambda: render_html(report), args.repeats)
+    build_s, build_page = median_time(
         lambda: render_build_html(build_manifest(vectors, histogram)), args.repeats)
     figures = {
         "users": args.users, "dim": args.dim,
