@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import IO_RETRIES, IO_RETRY_DELAYS, is_transient_io_error, log
 from lookalike import build_steps as steps
@@ -73,7 +74,10 @@ def finalize_task(workdir: Workdir, build: BuildPaths, request: steps.BuildReque
     return steps.finalize_build(workdir, build, request, fingerprints, reports)
 
 
-@flow(name="lookalike-build")
+# One task at a time in the flow's own process: hnswlib, polars and torch already use every core,
+# so index shards built at once only added their memory (10M users: 18.2 GiB peak, 2026-12-01).
+# A Dask task runner (``--task-runner dask``) runs the mapped tasks on its workers instead.
+@flow(name="lookalike-build", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def build_flow(workdir: str, conversions: str, events: str | None = None,
                profiles: str | None = None, as_of: str | None = None,
                config_path: str | None = None, mode: steps.EncoderMode = "auto") -> dict[str, Any]:

@@ -76,6 +76,12 @@ def numeric_column(frame: pl.DataFrame, name: str) -> np.ndarray:
     return frame.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
 
 
+def read_column(features_path: Path, name: str) -> pl.DataFrame:
+    """One column of the feature table: the sketch and PSI read column by column, so memory stays
+    at one column (the whole 10M-user table took 8 GiB, 2026-12-07)."""
+    return pl.read_parquet(features_path, columns=[name])
+
+
 def feature_sketch(features_path: Path, numeric: Sequence[str], categorical: Sequence[str], *,
                    bins: int = 10, max_categories: int = 50) -> dict[str, Any]:
     """The distribution sketch of a feature table: per numeric feature its quantile bin edges and
@@ -87,14 +93,14 @@ def feature_sketch(features_path: Path, numeric: Sequence[str], categorical: Seq
 
         sketch = feature_sketch(Path("features.parquet"), ["recency_days"], ["country"])
     """
-    frame = pl.read_parquet(features_path, columns=[*numeric, *categorical])
-    sketch: dict[str, Any] = {"n_users": frame.height, "numeric": {}, "categorical": {}}
+    n_users = pl.scan_parquet(features_path).select(pl.len()).collect().item()
+    sketch: dict[str, Any] = {"n_users": n_users, "numeric": {}, "categorical": {}}
     for name in numeric:
-        values = numeric_column(frame, name)
+        values = numeric_column(read_column(features_path, name), name)
         edges = quantile_edges(values, bins)
         sketch["numeric"][name] = {"edges": edges, "shares": binned_shares(values, edges)}
     for name in categorical:
-        column = frame.get_column(name).cast(pl.String)
+        column = read_column(features_path, name).get_column(name).cast(pl.String)
         top = (column.drop_nulls().value_counts(sort=True, name="n")
                .sort(["n", name], descending=[True, False]).head(max_categories))
         values = top.get_column(name).to_list()
@@ -113,13 +119,14 @@ def feature_psi(previous_sketch: Path, features_path: Path) -> list[dict[str, An
     present = set(pl.read_parquet_schema(features_path))
     numeric = [n for n in sketch["numeric"] if n in present]
     categorical = [n for n in sketch["categorical"] if n in present]
-    frame = pl.read_parquet(features_path, columns=[*numeric, *categorical])
     found = []
     for name in numeric:
         old = sketch["numeric"][name]
-        found.append((name, psi(old["shares"], binned_shares(numeric_column(frame, name), old["edges"]))))
+        values = numeric_column(read_column(features_path, name), name)
+        found.append((name, psi(old["shares"], binned_shares(values, old["edges"]))))
     for name in categorical:
         old = sketch["categorical"][name]
-        found.append((name, psi(old["shares"], category_shares(frame.get_column(name), old["values"]))))
+        column = read_column(features_path, name).get_column(name)
+        found.append((name, psi(old["shares"], category_shares(column, old["values"]))))
     found.sort(key=lambda item: (-item[1], item[0]))
     return [{"feature": name, "psi": round(value, 6)} for name, value in found]

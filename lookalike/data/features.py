@@ -13,6 +13,7 @@ become "days before as_of".
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from lookalike.core.artifacts import atomic_write, scratch_files
 from lookalike.core.config import FeatureConfig, LookalikeConfig
@@ -417,17 +419,40 @@ def _fill_event_counts(table: pl.DataFrame, event_columns: list[str]) -> pl.Data
 
 
 def _merge_partitions(paths: list[Path], columns: list[str], target: Path) -> None:
-    """Write ``columns`` of the partition files, each sorted by ``user_id``, as one sorted table."""
-    merged = _merge_sorted([pl.scan_parquet(path) for path in paths]).select(columns)
-    merged.sink_parquet(target, compression="zstd", row_group_size=PARQUET_ROW_GROUP)
+    """Write ``columns`` of the partition files, each sorted by ``user_id``, as one sorted table.
+
+    Written one ``user_id`` range at a time (:func:`_id_ranges`), each about a partition's rows,
+    so memory stays at one partition: polars' ``merge_sorted`` held the whole table (10M users:
+    9.5 GiB, 2026-12-07).
+    """
+    if len(paths) == 1:
+        pl.scan_parquet(paths[0]).select(columns).sink_parquet(
+            target, compression="zstd", row_group_size=PARQUET_ROW_GROUP)
+        return
+    parts = pl.scan_parquet(paths).select(columns)
+    writer: pq.ParquetWriter | None = None
+    try:
+        for in_range in _id_ranges(paths[0], len(paths)):
+            chunk = parts.filter(in_range).collect(engine="streaming").sort(USER_ID).to_arrow()
+            writer = writer or pq.ParquetWriter(target, chunk.schema, compression="zstd")
+            writer.write_table(chunk, row_group_size=PARQUET_ROW_GROUP)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
-def _merge_sorted(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
-    """One frame sorted by ``user_id`` from frames that each are, with disjoint users."""
-    if len(frames) == 1:
-        return frames[0]
-    half = len(frames) // 2
-    return _merge_sorted(frames[:half]).merge_sorted(_merge_sorted(frames[half:]), key=USER_ID)
+def _id_ranges(sorted_part: Path, n_ranges: int) -> list[pl.Expr]:
+    """Filters splitting ``user_id`` into ``n_ranges`` consecutive ranges, cut at evenly spaced ids
+    of one (sorted, hash-drawn, so representative) partition."""
+    ids = pl.read_parquet(sorted_part, columns=[USER_ID]).get_column(USER_ID)
+    step = max(1, math.ceil(len(ids) / n_ranges))
+    cuts = ids.gather(list(range(step, len(ids), step))).to_list()
+    user = pl.col(USER_ID)
+    bounds = [None, *cuts, None]
+    return [
+        (user >= low if low is not None else pl.lit(True)) & (user < high if high is not None else pl.lit(True))
+        for low, high in itertools.pairwise(bounds)
+    ]
 
 
 def _drop_identifier_like(table: pl.LazyFrame, n_users: int, categorical: list[str],
