@@ -4,8 +4,9 @@ population (``train.population_sample``)?
 Writes a latent-variable toy table (lookalike.testing.toy_tables; ``--noise-columns`` widens it)
 of ``--users`` users under ``--data`` unless one is there, then trains on it in a fresh process and
 reports that process's peak RSS (``VmHWM``), the set-up seconds (reading and encoding the rows,
-splitting converters), the whole run's wall seconds and the held-out recall. The training process
-imports ``lookalike`` from ``PYTHONPATH`` when set, so the same command measures another checkout::
+splitting converters), the epochs' seconds, the whole run's wall seconds and the held-out recall.
+The training process imports ``lookalike`` from ``PYTHONPATH`` when set, so the same command
+measures another checkout::
 
     python benchmarks/bench_train_memory.py --users 5000000 --data /tmp/train5m
     PYTHONPATH=/path/to/other/checkout python benchmarks/bench_train_memory.py --users 5000000 \\
@@ -80,6 +81,7 @@ def train_once(args: argparse.Namespace) -> dict[str, object]:
         "data_line": next(m for m in messages if m.startswith("training on")),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "setup_s": setup,
+        "epochs_s": round(result.elapsed_seconds, 1),
         "wall_s": round(wall, 1),
         "validation_recall": result.validation_recall,
     }
