@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from lookalike.core.config import LookalikeConfig, TrainConfig
+from lookalike.core.errors import InputError
 from lookalike.data.spec import FeatureSpec, encode
 from lookalike.encoder.train import (
     TrainingData,
@@ -160,3 +161,10 @@ def test_training_on_a_sample_says_so(
     manifest = json.loads(result.manifest.read_text())
     assert manifest["population"] == {"users": full.population, "read": converters + SAMPLE}
     assert manifest["train_config"]["population_sample"] == SAMPLE
+
+
+def test_a_feature_table_without_a_spec_column_is_refused(toy: ToyPaths, tmp_path: Path) -> None:
+    features = tmp_path / "features.parquet"
+    pl.read_parquet(toy.features).drop("noise_3").write_parquet(features)
+    with pytest.raises(InputError, match="a column of the feature spec is missing \\(noise_3\\)"):
+        load(toy, features)
