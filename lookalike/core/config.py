@@ -174,6 +174,16 @@ class TrainConfig(_Section):
         0.95, gt=0.0, le=1.0, description="Above this mean pairwise cosine the model is collapsed."
     )
     health_sample: int = Field(5000, ge=100, description="Users embedded for the health statistics.")
+    population_sample: int = Field(
+        1_000_000, ge=1000, description="Users besides the trained types' converters that "
+        "training reads: all of them up to this many (then the data is exactly the whole table), "
+        "else a uniform sample of this size seeded from seed; every converter of a trained type is "
+        "read either way. Negatives, the validation background and the health sample need no "
+        "more. At 1,000,000 builds with up to a million others train exactly as on the whole "
+        "table, and training on 5M toy users peaked at 1.9 GiB against 5.6 GiB reading every row "
+        "(10M: 2.2 GiB); a 300,000 sample at 1M users moved held-out recall by under 0.001 "
+        "(benchmarks/RESULTS.md, 2026-12-07).",
+    )
     threads: int | None = Field(None, ge=1, description="torch threads; default all cores.")
     retrain_interval_days: float | None = Field(
         7.0, gt=0.0, description="A build retrains the encoder when its as-of time is this many "

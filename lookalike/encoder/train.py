@@ -62,19 +62,36 @@ CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
 # Independent random streams derived from train.seed (and the epoch number, for training batches).
 SPLIT_STREAM, VALIDATION_STREAM, HEALTH_STREAM, EPOCH_STREAM, MEMORIZATION_STREAM = 1, 2, 3, 4, 5
+POPULATION_STREAM = 6
 # Settings that may change between a run and its resumption without invalidating checkpoints.
 RESUMABLE_SETTINGS = {"epochs", "patience", "time_budget_seconds", "threads"}
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    """Encoded features of the whole population and the trained types' multi-hot labels."""
+    """Encoded features of the users training reads and the trained types' multi-hot labels.
+
+    These are the whole population, or, where it has more than ``train.population_sample`` users
+    besides the trained types' converters, all those converters and a seeded uniform sample of the
+    others (:func:`load_training_data`); rows keep the feature table's order either way.
+    """
 
     features: EncodedFeatures
-    labels: np.ndarray  # bool [n_users, n_types]
+    labels: np.ndarray  # bool [n_rows, n_types]
     types: list[str]
     skipped_types: dict[str, int]  # types with too few converters -> their converter count
     ignored_converters: int  # converting users absent from the feature table
+    population: int  # users in the feature table
+    rows: np.ndarray  # the feature table's row number of each row, ascending
+    # Rows (of ``features``) forming a uniform sample of the population: every row when nothing
+    # was sampled; else the sampled others and the same share of the converters. Population-wide
+    # samples (validation background, health) are drawn from these, never from the rows that
+    # over-represent converters.
+    population_rows: np.ndarray
+
+    @property
+    def sampled(self) -> bool:
+        return len(self.features) < self.population
 
     def converters_by_type(self) -> list[np.ndarray]:
         return [np.flatnonzero(self.labels[:, t]) for t in range(len(self.types))]
@@ -185,17 +202,30 @@ def train(
 def load_training_data(
     features_path: Path, spec: FeatureSpec, conversions_path: Path, tc: TrainConfig
 ) -> TrainingData:
-    """Encode the feature table and turn conversions into multi-hot labels of the trained types."""
-    try:
-        frame = pl.read_parquet(features_path, columns=spec.columns)
-    except pl.exceptions.ColumnNotFoundError as exc:
+    """Encode the rows training needs and turn conversions into multi-hot labels of the trained
+    types.
+
+    The feature table is scanned lazily (a file, or a directory or glob of Parquet parts): first
+    the user ids of converters, then the rows to train on. Where the users besides the trained
+    types' converters are at most ``tc.population_sample``, that is every row, exactly as a full
+    read; otherwise all those converters and a uniform sample of ``tc.population_sample`` others
+    seeded from ``tc.seed``, so memory follows the sample and the converters, not the population.
+    """
+    scan = pl.scan_parquet(features_path)
+    schema = scan.collect_schema()
+    missing = [name for name in spec.columns if name not in schema]
+    if missing:
         raise InputError(
-            str(features_path), f"a column of the feature spec is missing ({exc})",
+            str(features_path), f"a column of the feature spec is missing ({', '.join(missing)})",
             fix="recompute the features and their spec together",
-        ) from exc
-    conversions = _trained_conversions(conversions_path, frame.schema["user_id"], tc)
-    rows = frame.select("user_id").with_row_index("row")
-    matched = conversions.join(rows, on="user_id", how="left")
+        )
+    conversions = _trained_conversions(conversions_path, schema["user_id"], tc)
+    found = (
+        scan.select("user_id").with_row_index("row")
+        .filter(pl.col("user_id").is_in(conversions.get_column("user_id").unique().implode()))
+        .collect(engine="streaming")
+    )
+    matched = conversions.join(found, on="user_id", how="left")
     ignored = matched.filter(pl.col("row").is_null()).get_column("user_id").n_unique()
     matched = matched.drop_nulls("row").unique(["row", "conversion_type"])
     counts = dict(matched.get_column("conversion_type").value_counts().iter_rows())
@@ -207,17 +237,59 @@ def load_training_data(
             "users not in the feature table); add conversions or lower "
             "train.min_converters_per_type"
         )
+    population = scan.select(pl.len()).collect().item()
+    converters = np.unique(
+        matched.filter(pl.col("conversion_type").is_in(types)).get_column("row").to_numpy()
+    ).astype(np.int64)
+    selection = _population_sample(population, converters, tc)
+    if selection is None:
+        frame = scan.select(spec.columns).collect(engine="streaming")
+        rows, population_rows = None, np.arange(population)
+    else:
+        rows, population_rows = selection
+        frame = (
+            scan.with_row_index("row")
+            .filter(pl.col("row").is_in(pl.Series(rows).cast(pl.UInt32).implode()))
+            .select(spec.columns)
+            .collect(engine="streaming")
+        )
+        if frame.height != len(rows):
+            raise InputError(str(features_path), "rows changed while they were read",
+                             fix="train once the feature table is written")
     labels = np.zeros((frame.height, len(types)), dtype=bool)
     for t, name in enumerate(types):
-        rows_of_type = matched.filter(pl.col("conversion_type") == name).get_column("row")
-        labels[rows_of_type.to_numpy(), t] = True
+        of_type = matched.filter(pl.col("conversion_type") == name).get_column("row").to_numpy()
+        labels[of_type if rows is None else np.searchsorted(rows, of_type), t] = True
     return TrainingData(
         features=encode(frame, spec),
         labels=labels,
         types=types,
         skipped_types={t: n for t, n in counts.items() if t not in types},
         ignored_converters=ignored,
+        population=population,
+        rows=np.arange(population) if rows is None else rows,
+        population_rows=population_rows,
     )
+
+
+def _population_sample(
+    population: int, converters: np.ndarray, tc: TrainConfig
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``None`` where every row is read; else the table rows to read (sorted: the ``converters``
+    and a uniform sample of ``tc.population_sample`` other rows) and the positions among them of a
+    uniform population sample (the sampled others and the same share of the converters)."""
+    others = population - len(converters)
+    if others <= tc.population_sample:
+        return None
+    rng = _rng(tc.seed, POPULATION_STREAM)
+    picked = np.sort(rng.choice(others, size=tc.population_sample, replace=False))
+    # the k-th row that is not a converter is k plus the converters at or before it
+    sampled = picked + np.searchsorted(converters - np.arange(len(converters)), picked, "right")
+    rows = np.union1d(converters, sampled)
+    share = tc.population_sample / others
+    converters_kept = _sorted_sample(converters, round(share * len(converters)), rng)
+    population_rows = np.searchsorted(rows, np.union1d(sampled, converters_kept))
+    return rows, population_rows
 
 
 def _trained_conversions(path: Path, id_dtype: pl.DataType, tc: TrainConfig) -> pl.DataFrame:
@@ -234,7 +306,11 @@ def _trained_conversions(path: Path, id_dtype: pl.DataType, tc: TrainConfig) -> 
 def _report_data(data: TrainingData, say: Progress) -> None:
     per_type = zip(data.types, data.labels.sum(axis=0), strict=True)
     counts = ", ".join(f"{name} {int(n)}" for name, n in per_type)
-    say(f"training on {len(data.features)} users; converters per type: {counts}")
+    if data.sampled:
+        say(f"training on {len(data.features)} of {data.population} users (every converter of "
+            f"the trained types, a uniform sample of the others); converters per type: {counts}")
+    else:
+        say(f"training on {len(data.features)} users; converters per type: {counts}")
     if data.skipped_types:
         say(f"left out (too few converters): {data.skipped_types}")
     if data.ignored_converters:
@@ -249,7 +325,8 @@ def validation_set(data: TrainingData, tc: TrainConfig) -> ValidationSet:
     """Hold out converters of each type; the rest are training converters.
 
     The validation seeds of a type are up to ``validation_max_seeds`` of its training converters;
-    its background is a fixed sample of users who did not convert to it.
+    its background is a fixed sample of users who did not convert to it, drawn from
+    ``data.population_rows`` so that it stands for the population when training reads a sample.
     """
     split = split_converters(
         data.converters_by_type(), tc.validation_fraction, _rng(tc.seed, SPLIT_STREAM)
@@ -258,7 +335,7 @@ def validation_set(data: TrainingData, tc: TrainConfig) -> ValidationSet:
         raise TrainingError("a conversion type has no training converters left after the hold-out")
     rng = _rng(tc.seed, VALIDATION_STREAM)
     seeds = [_sorted_sample(rows, tc.validation_max_seeds, rng) for rows in split.train]
-    sample = _sorted_sample(np.arange(len(data.features)), tc.validation_background, rng)
+    sample = _sorted_sample(data.population_rows, tc.validation_background, rng)
     background = [sample[~data.labels[sample, t]] for t in range(len(data.types))]
     return ValidationSet(split.train, seeds, split.heldout, background)
 
@@ -562,8 +639,8 @@ def _health(
 ) -> EmbeddingHealth:
     """Health of a population sample; alignment of held-out converters with same-type seeds."""
     rng = _rng(tc.seed, HEALTH_STREAM)
-    n = len(data.features)
-    sample = rng.choice(n, size=min(n, tc.health_sample), replace=False)
+    n = len(data.population_rows)
+    sample = data.population_rows[rng.choice(n, size=min(n, tc.health_sample), replace=False)]
     embeddings = embed_encoded(model, data.features.rows(np.sort(sample)), "candidate")
     seeds = np.concatenate(
         [
@@ -618,6 +695,7 @@ def _write_model(
             "skipped_types": data.skipped_types,
             "converters": converters,
             "ignored_converters": data.ignored_converters,
+            "population": {"users": data.population, "read": len(data.features)},
             "metrics": metrics,
             "health": health.to_json(),
             "memorization": memorized,
