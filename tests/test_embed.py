@@ -166,3 +166,27 @@ def test_assembly_refuses_parts_that_miss_users(toy: ToyPaths, random_model: Pat
     with pytest.raises(ArtifactError, match="hold .* rows"):
         assemble_embeddings(toy.features, toy.spec, random_model, tmp_path, 3)
     assert not (tmp_path / "embeddings.npy").exists()
+
+
+def test_embeddings_are_the_same_bytes_on_any_torch_thread_count(
+    toy: ToyPaths, tmp_path: Path
+) -> None:
+    # MKL rounds products of this size differently on 1 and 2 threads (about 1 ulp on every row);
+    # a Dask worker runs torch on one thread, the flow's process on every core
+    torch.manual_seed(2)
+    spec = FeatureSpec.load(toy.spec)
+    model = TwoTowerEncoder(Architecture.for_spec(spec, ModelConfig(
+        embedding_dim=32, hidden_dims=[128], numeric_bins=64)))  # about 2,000 inputs
+    save_model(model, tmp_path / "model", spec_sha256=sha256_file(toy.spec), metadata={})
+    threads = torch.get_num_threads()
+    files = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            paths = embed_population(toy.features, toy.spec, tmp_path / "model", tmp_path / str(n),
+                                     batch_size=3000)
+            assert torch.get_num_threads() == n  # restored
+            files.append(paths.embeddings.read_bytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert files[0] == files[1] == files[2]
