@@ -685,33 +685,17 @@ def step_embed(build: BuildPaths, progress: Progress = print, n_parts: int = 1) 
     return step_embed_assemble(build, n_parts, progress)
 
 
-def index_shard_count(build: BuildPaths, request: BuildRequest) -> int:
-    """How many index shards this build's population needs (:func:`lookalike.search.index.shard_count`)."""
-    from lookalike.search.vectors import open_embeddings
-    from lookalike.search.sharding import shard_count
-
-    return shard_count(len(open_embeddings(build.embeddings)), request.config.index)
-
-
 def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int, n_shards: int,
                      progress: Progress | None = None) -> dict[str, Any]:
     """Build one shard's HNSW index (shards are independent: a task runner may run them at once)
-    from its embedded partition (:func:`step_embed_part` with ``n_parts = n_shards``), or from
-    ``embeddings.npy`` when there is no such part; the shard file is the same either way."""
+    from its embedded partition (:func:`step_embed_part` with ``n_parts = n_shards``): the same
+    file as from the assembled ``embeddings.npy``, without reading the rest of the population."""
     from lookalike.encoder.embed import part_paths
-    from lookalike.search.index import build_shard, build_shard_from_part
+    from lookalike.search.index import build_shard_from_part
 
     part = part_paths(build.embeddings_dir, shard)
-    config = request.config.index
-    # parts of a split into n_shards partitions: the last one exists, none beyond it
-    split = (part_paths(build.embeddings_dir, n_shards - 1).rows.is_file()
-             and not part_paths(build.embeddings_dir, n_shards).rows.is_file())
-    if split and part.embeddings.is_file() and part.rows.is_file():
-        info = build_shard_from_part(part.embeddings, part.rows, shard, n_shards, build.index_dir,
-                                     config, progress=progress)
-    else:
-        info = build_shard(build.embeddings, build.users, shard, n_shards, build.index_dir,
-                           config, progress=progress)
+    info = build_shard_from_part(part.embeddings, part.rows, shard, n_shards, build.index_dir,
+                                 request.config.index, progress=progress)
     return asdict(info)
 
 
