@@ -642,6 +642,16 @@ def partition_count(build: BuildPaths, request: BuildRequest) -> int:
     return shard_count(pq.ParquetFile(build.features).metadata.num_rows, request.config.index)
 
 
+def partition_rows(features: Path, part: int, n_parts: int) -> np.ndarray:
+    """Row numbers in the feature table of the users in population partition ``part`` of
+    ``n_parts``: those with ``shard_of(user_id, n_parts) == part`` (index shard ``part``). Reads
+    only the ``user_id`` column."""
+    from lookalike.search.sharding import shard_of
+
+    user_ids = pl.read_parquet(features, columns=["user_id"]).get_column("user_id")
+    return np.flatnonzero(shard_of(user_ids, n_parts) == part).astype(np.int64)
+
+
 def step_embed_part(build: BuildPaths, part: int, n_parts: int,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Embed population partition ``part`` of ``n_parts`` (the users of index shard ``part``) into
@@ -650,7 +660,8 @@ def step_embed_part(build: BuildPaths, part: int, n_parts: int,
     from lookalike.encoder.embed import embed_partition
 
     paths = embed_partition(build.features, build.spec, build.model_dir, build.embeddings_dir,
-                            part, n_parts, progress=progress)
+                            part, partition_rows(build.features, part, n_parts),
+                            progress=progress)
     return {"part": part, "n_parts": n_parts,
             "count": len(np.load(paths.rows, mmap_mode="r"))}
 

@@ -20,6 +20,7 @@ from lookalike.encoder.embed import (
     part_paths,
     remove_parts,
 )
+from lookalike.build_steps import partition_rows
 from lookalike.search.sharding import shard_of
 from lookalike.core.errors import ArtifactError, InputError
 from lookalike.encoder.model import (
@@ -140,10 +141,11 @@ def test_partitioned_embedding_assembles_the_one_piece_files_byte_for_byte(
     out = tmp_path / "parts"
     user_ids = pl.read_parquet(toy.features).get_column("user_id")
     for part in range(n_parts):
-        paths = embed_partition(toy.features, toy.spec, random_model, out, part, n_parts,
-                                batch_size=1700)
-        rows = np.load(paths.rows)
+        rows = partition_rows(toy.features, part, n_parts)
         np.testing.assert_array_equal(rows, np.flatnonzero(shard_of(user_ids, n_parts) == part))
+        paths = embed_partition(toy.features, toy.spec, random_model, out, part, rows,
+                                batch_size=1700)
+        np.testing.assert_array_equal(np.load(paths.rows), rows)
         assert np.load(paths.embeddings).shape == (len(rows), 16)
     assembled = assemble_embeddings(toy.features, toy.spec, random_model, out, n_parts,
                                     batch_size=1700, block_rows=500)
@@ -158,11 +160,13 @@ def test_partitioned_embedding_assembles_the_one_piece_files_byte_for_byte(
 def test_assembly_refuses_parts_that_miss_users(toy: ToyPaths, random_model: Path,
                                                 tmp_path: Path) -> None:
     for part in range(3):
-        embed_partition(toy.features, toy.spec, random_model, tmp_path, part, 3)
+        embed_partition(toy.features, toy.spec, random_model, tmp_path, part,
+                        partition_rows(toy.features, part, 3))
     part_paths(tmp_path, 1).embeddings.unlink()
     with pytest.raises((ArtifactError, FileNotFoundError)):
         assemble_embeddings(toy.features, toy.spec, random_model, tmp_path, 3)
-    embed_partition(toy.features, toy.spec, random_model, tmp_path, 1, 2)  # another split's part
+    embed_partition(toy.features, toy.spec, random_model, tmp_path, 1,  # another split's part
+                    partition_rows(toy.features, 1, 2))
     with pytest.raises(ArtifactError, match="hold .* rows"):
         assemble_embeddings(toy.features, toy.spec, random_model, tmp_path, 3)
     assert not (tmp_path / "embeddings.npy").exists()

@@ -141,31 +141,21 @@ def part_paths(out_dir: Path, part: int) -> PartPaths:
     return PartPaths(folder / f"part-{part}.npy", folder / f"part-{part}.rows.npy")
 
 
-def partition_rows(features_path: Path, part: int, n_parts: int) -> np.ndarray:
-    """Global row numbers of the feature table's users in partition ``part`` of ``n_parts``:
-    those with ``shard_of(user_id, n_parts) == part`` (index shard ``part``). Reads only the
-    ``user_id`` column."""
-    from lookalike.search.sharding import shard_of
-
-    user_ids = pl.read_parquet(features_path, columns=["user_id"]).get_column("user_id")
-    return np.flatnonzero(shard_of(user_ids, n_parts) == part).astype(np.int64)
-
-
 def embed_partition(
     features_path: Path,
     spec_path: Path,
     model_dir: Path,
     out_dir: Path,
     part: int,
-    n_parts: int,
+    rows: np.ndarray,
     *,
     batch_size: int = 65_536,
     progress: Callable[[str], None] | None = None,
     storage: EmbeddingStorage | None = None,
 ) -> PartPaths:
-    """Embed the feature-table rows of partition ``part`` of ``n_parts`` (:func:`partition_rows`)
-    into ``out_dir/parts/part-<part>.npy``, with their global row numbers in
-    ``part-<part>.rows.npy``.
+    """Embed the feature-table rows ``rows`` (global row numbers, ascending: the users of index
+    shard ``part``, :func:`lookalike.build_steps.partition_rows`) into
+    ``out_dir/parts/part-<part>.npy``, with the row numbers in ``part-<part>.rows.npy``.
 
     The table is read ``batch_size`` rows at a time and only the partition's rows of each batch
     are kept, so memory is one batch plus the partition's memory-mapped output. Each row's
@@ -177,7 +167,9 @@ def embed_partition(
     parquet = pq.ParquetFile(features_path)
     dim = model.architecture.model.embedding_dim
     dtype = np.dtype(storage or model.architecture.model.embedding_storage)
-    rows = partition_rows(features_path, part, n_parts)
+    rows = np.asarray(rows, dtype=np.int64)
+    if np.any(np.diff(rows) <= 0):
+        raise ValueError("rows must be ascending row numbers without repeats")
     paths = part_paths(out_dir, part)
     with atomic_write(paths.embeddings) as emb_tmp:
         matrix = np.lib.format.open_memmap(emb_tmp, mode="w+", dtype=dtype, shape=(len(rows), dim))
@@ -195,7 +187,7 @@ def embed_partition(
         for vectors in embed_batches(frames(), spec, model):
             matrix[done : done + len(vectors)] = vectors
             done += len(vectors)
-            say(f"embedded {done}/{len(rows)} users of partition {part + 1}/{n_parts}")
+            say(f"embedded {done}/{len(rows)} users of partition {part}")
         matrix.flush()
         del matrix
     with atomic_write(paths.rows) as rows_tmp, open(rows_tmp, "wb") as fh:
