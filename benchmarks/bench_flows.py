@@ -89,9 +89,10 @@ def library_pipeline(folder: Path, config_path: Path) -> Path:
     build, fingerprints = steps.prepare_build(workdir, request)
     reports: dict[str, Any] = {"features": steps.step_features(build, request)}
     reports["train"] = steps.step_train(build, request, progress=lambda _: None)
-    reports["embed"] = steps.step_embed(build, progress=lambda _: None)
-    n_shards = steps.index_shard_count(build, request)
+    n_shards = steps.partition_count(build, request)
+    reports["embed"] = steps.step_embed(build, progress=lambda _: None, n_parts=n_shards)
     shards = [steps.step_index_shard(build, request, s, n_shards) for s in range(n_shards)]
+    steps.remove_embedding_parts(build)
     reports["index"] = steps.step_index_manifest(build, request, shards)
     steps.finalize_build(workdir, build, request, fingerprints, reports)
     out = folder / "out" / "library.parquet"

@@ -1,4 +1,4 @@
-"""The build flow: ingest -> features -> drift -> train (or reuse) -> embed -> index, one task per step.
+"""The build flow: ingest -> features -> drift -> train (or reuse) -> embed -> index, as tasks.
 
 Tasks are thin wrappers over :mod:`lookalike.build_steps` and pass only paths and small dicts. A build
 whose id (a hash of input contents, config, package version and encoder source) is already
@@ -26,9 +26,27 @@ from lookalike.core.workdir import BuildPaths, Workdir
 
 @task(name="ingest-and-features", cache_policy=NO_CACHE, retries=IO_RETRIES,
       retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
-def features_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
-    """Validate the input tables and write the point-in-time feature table."""
-    return steps.step_features(build, request, progress=log)
+def features_plan_task(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
+    """Validate the input tables, write the population's conversions and plan the feature
+    table's user partitions."""
+    return steps.step_features_plan(build, request)
+
+
+@task(name="ingest-and-features-part", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error,
+      task_run_name="ingest-and-features-part-{index}")
+def features_part_task(build: BuildPaths, request: steps.BuildRequest,
+                       index: int) -> dict[str, int]:
+    """One user partition of the point-in-time feature table, to a scratch file."""
+    return steps.step_features_part(build, request, index)
+
+
+@task(name="ingest-and-features-merge", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
+def features_merge_task(build: BuildPaths, request: steps.BuildRequest,
+                        counts: list[dict[str, int]]) -> dict[str, Any]:
+    """Merge the partitions into the feature table, fit its spec, write the ingest report."""
+    return steps.step_features_merge(build, request, counts, progress=log)
 
 
 @task(name="measure-drift", cache_policy=NO_CACHE)
@@ -47,16 +65,28 @@ def train_task(build: BuildPaths, request: steps.BuildRequest,
 
 
 @task(name="embed-population", cache_policy=NO_CACHE, retries=IO_RETRIES,
+      retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error,
+      task_run_name="embed-population-{part}")
+def embed_part_task(build: BuildPaths, part: int, n_parts: int) -> dict[str, Any]:
+    """Embed one population partition (the users of index shard ``part``) with the candidate
+    tower (memory-bounded batches) into ``embeddings/parts/``."""
+    return steps.step_embed_part(build, part, n_parts)
+
+
+@task(name="embed-population-assemble", cache_policy=NO_CACHE, retries=IO_RETRIES,
       retry_delay_seconds=IO_RETRY_DELAYS, retry_condition_fn=is_transient_io_error)
-def embed_task(build: BuildPaths) -> dict[str, Any]:
-    """Embed every user with the candidate tower (memory-bounded batches)."""
-    return steps.step_embed(build, progress=log)
+def embed_assemble_task(build: BuildPaths, n_parts: int) -> dict[str, Any]:
+    """``embeddings.npy`` and ``users.parquet`` in feature-table order from the partitions."""
+    return steps.step_embed_assemble(build, n_parts, progress=log)
 
 
 @task(name="index-shard", cache_policy=NO_CACHE, task_run_name="index-shard-{shard}")
 def index_shard_task(build: BuildPaths, request: steps.BuildRequest, shard: int,
-                     n_shards: int) -> dict[str, Any]:
-    """HNSW index of one of ``n_shards`` shards of the population."""
+                     n_shards: int, embedded: dict[str, Any]) -> dict[str, Any]:
+    """HNSW index of one of ``n_shards`` shards of the population, from its embedded partition
+    (``embedded``: that partition's result, so the shard starts as soon as its part is written)."""
+    if embedded["part"] != shard:
+        raise ValueError(f"index shard {shard} was handed partition {embedded['part']}")
     return steps.step_index_shard(build, request, shard, n_shards, progress=log)
 
 
@@ -113,7 +143,7 @@ def _build(wd: Workdir, request: steps.BuildRequest) -> dict[str, Any]:
     if had_manifest:
         log(f"build {build.build_id} has missing or changed files: building it again")
     with steps.discard_on_failure(build):
-        reports: dict[str, Any] = {"features": features_task(build, request)}
+        reports: dict[str, Any] = {"features": _features(build, request)}
         reports["drift"] = drift_task(build, request, plan)
         plan = steps.settle_encoder(build, request, plan, reports["drift"], reports["features"])
         build = steps.rebind(wd, build, request, fingerprints, plan)
@@ -122,8 +152,9 @@ def _build(wd: Workdir, request: steps.BuildRequest) -> dict[str, Any]:
     with steps.discard_on_failure(build):
         train = train_task.with_options(timeout_seconds=_train_timeout(request))
         reports["train"] = train(build, request, plan)
-        reports["embed"] = embed_task(build)
-        reports["index"] = index_manifest_task(build, request, _index_shards(build, request))
+        reports["embed"], shards = _embed_and_index_shards(build, request)
+        steps.remove_embedding_parts(build)
+        reports["index"] = index_manifest_task(build, request, shards)
         manifest = finalize_task(wd, build, request, fingerprints, reports)
     log(steps.completion_line(build, reports["train"], time.monotonic() - started))
     create_markdown_artifact(
@@ -140,17 +171,32 @@ def _reused(workdir: Workdir, build: BuildPaths) -> dict[str, Any]:
     return {"build_id": build.build_id, "reused": True, "path": str(build.root)}
 
 
-def _index_shards(build: BuildPaths, request: steps.BuildRequest) -> list[dict[str, Any]]:
-    """Every shard's index, one task each (a task runner may build them at once)."""
-    n_shards = steps.index_shard_count(build, request)
+def _features(build: BuildPaths, request: steps.BuildRequest) -> dict[str, Any]:
+    """Validate and plan, one task per user partition of the feature table (a task runner may
+    write them at once, in other processes), then the merge and spec; every one is submitted to
+    the task runner, so on Dask this process only passes paths and counts."""
+    n_parts = features_plan_task.submit(build, request).result()["n_parts"]
+    counts = features_part_task.map(unmapped(build), unmapped(request), list(range(n_parts)))
+    return features_merge_task.submit(build, request, [c.result() for c in counts]).result()
+
+
+def _embed_and_index_shards(build: BuildPaths, request: steps.BuildRequest,
+                            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One embedding task per population partition, each followed by the index shard of the same
+    users, and the assembly of ``embeddings.npy`` once every partition is embedded (a task runner
+    may run them at once, on other machines: tasks pass only paths and small dicts). Returns the
+    embedding manifest and the shards' infos."""
+    n_parts = steps.partition_count(build, request)
+    parts = embed_part_task.map(unmapped(build), list(range(n_parts)), unmapped(n_parts))
     futures = index_shard_task.map(
-        unmapped(build), unmapped(request), list(range(n_shards)), unmapped(n_shards)
+        unmapped(build), unmapped(request), list(range(n_parts)), unmapped(n_parts), parts
     )
+    assembled = embed_assemble_task.submit(build, n_parts, wait_for=parts)
     started, shards = time.monotonic(), []
     for future in futures:
         shards.append(future.result())
-        log(steps.shard_line(shards, n_shards, time.monotonic() - started))
-    return shards
+        log(steps.shard_line(shards, n_parts, time.monotonic() - started))
+    return assembled.result(), shards
 
 
 def _train_timeout(request: steps.BuildRequest) -> float:

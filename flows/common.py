@@ -32,8 +32,10 @@ def is_transient_io_error(task: Any, task_run: Any, state: Any) -> bool:
 def task_runner_options(name: str, address: str | None = None, workers: int = 2) -> dict[str, Any]:
     """``flow.with_options`` keywords for the chosen task runner.
 
-    ``default`` is Prefect's thread pool in this process; ``dask`` runs tasks (the index shards)
-    on Dask workers: a local cluster of ``workers`` processes, or the scheduler at ``address``.
+    ``default`` is Prefect's thread pool in this process; ``dask`` runs the submitted and mapped
+    tasks (the feature, embedding and index partitions, see ``flows/build.py``) on Dask workers:
+    a local cluster of ``workers`` single-threaded processes on 127.0.0.1, or the scheduler at
+    ``address``.
     """
     check_task_runner(name)
     if name == "default":
@@ -43,5 +45,5 @@ def task_runner_options(name: str, address: str | None = None, workers: int = 2)
     if address:
         return {"task_runner": DaskTaskRunner(address=address)}
     return {"task_runner": DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
-                                                          "processes": True})}
+                                                          "processes": True, "host": "127.0.0.1"})}
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
+from pathlib import Path
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from lookalike.core.artifacts import (
+    TEMP_MARKER,
     atomic_write,
     read_json,
     sweep_stale_temp_files,
@@ -42,9 +44,19 @@ from lookalike.core.config import IndexConfig, LookalikeConfig
 from lookalike.core.errors import ArtifactError, InputError, LookalikeError
 from lookalike.core.html import compact_histogram
 from lookalike.data.drift import SKETCH_FILE, feature_psi, feature_sketch
-from lookalike.data.features import compute_features, parse_as_of, population_ids, resolve_as_of
+from lookalike.data.features import (
+    FeatureLayout,
+    feature_partition_paths,
+    merge_feature_partitions,
+    parse_as_of,
+    plan_features,
+    population_ids,
+    resolve_as_of,
+    write_feature_partition,
+)
 from lookalike.data.ingest import (
     Table,
+    TableReport,
     align_id_dtype,
     load_conversions,
     load_events,
@@ -271,29 +283,85 @@ def validate_inputs(request: BuildRequest) -> ValidInputs:
 def step_features(build: BuildPaths, request: BuildRequest,
                   progress: Progress = print) -> dict[str, Any]:
     """Validate the inputs (:func:`validate_inputs`), then write the feature table, its spec and
-    the population's conversions.
+    the population's conversions: :func:`step_features_plan`, :func:`step_features_part` for every
+    user partition, :func:`step_features_merge`, in this process (the build flow runs them as
+    tasks).
 
     Proxy warnings (allowed features standing in for ``ingest.deny_columns``) go into the report
     and through ``progress``.
     """
+    n_parts = step_features_plan(build, request)["n_parts"]
+    counts = [step_features_part(build, request, i) for i in range(n_parts)]
+    return step_features_merge(build, request, counts, progress)
+
+
+def _feature_plan_path(build: BuildPaths) -> Path:
+    """Where :func:`step_features_plan` leaves the layout and input reports for the next steps
+    (a temporary name: swept with a killed build's scratch files, never in the manifest)."""
+    return build.root / f".feature-plan.json{TEMP_MARKER}steps"
+
+
+def step_features_plan(build: BuildPaths, request: BuildRequest) -> dict[str, Any]:
+    """Validate the inputs (:func:`validate_inputs`), write the population's conversions, and
+    decide the feature table's user partitions (:func:`lookalike.data.features.plan_features`);
+    returns ``{"n_parts": n}``. The layout and the input reports wait in a scratch file for
+    :func:`step_features_part` and :func:`step_features_merge`."""
     cfg = request.config
     inputs = validate_inputs(request)
-    result = compute_features(inputs.events, inputs.profiles, build.features, build.spec,
-                              as_of=inputs.as_of, config=cfg)
+    layout = plan_features(inputs.events, inputs.profiles, as_of=inputs.as_of, config=cfg)
     with atomic_write(build.conversions) as tmp:
         inputs.population_conversions.write_parquet(tmp)
-    warnings = build_proxy_warnings(build, request)
-    for warning in warnings:
-        progress(f"warning: {warning}")
-    events, profiles, suppressed = inputs.events, inputs.profiles, inputs.suppressed
-    reports = {
+    events, profiles = inputs.events, inputs.profiles
+    write_json(_feature_plan_path(build), {
+        "layout": layout.to_dict(),
         "events": asdict(events.report) if events else None,
         "profiles": asdict(profiles.report) if profiles else None,
         "conversions": {**asdict(inputs.conversions.report), **inputs.conversion_report},
+        "suppressed_users": 0 if inputs.suppressed is None else len(inputs.suppressed),
+    })
+    return {"n_parts": layout.n_parts}
+
+
+def step_features_part(build: BuildPaths, request: BuildRequest, index: int) -> dict[str, int]:
+    """Write user partition ``index`` of the feature table to its scratch file
+    (:func:`lookalike.data.features.write_feature_partition`), from the input paths (read lazily,
+    already validated by :func:`step_features_plan`) and the planned layout; partitions are
+    independent, so a task runner may write them at once, in other processes."""
+    plan = read_json(_feature_plan_path(build))
+    layout = FeatureLayout.from_dict(plan["layout"])
+    events, profiles = _checked_inputs(request)
+    path = feature_partition_paths(build.features, layout.n_parts)[index]
+    return write_feature_partition(events, profiles, layout, index, path, config=request.config)
+
+
+def step_features_merge(build: BuildPaths, request: BuildRequest, counts: list[dict[str, int]],
+                        progress: Progress = print) -> dict[str, Any]:
+    """Merge the partitions into the feature table and fit its spec
+    (:func:`lookalike.data.features.merge_feature_partitions`), remove the scratch files, and
+    write the ingest report and the feature sketch; returns the report (``steps.features``)."""
+    cfg = request.config
+    plan_path = _feature_plan_path(build)
+    plan = read_json(plan_path)
+    layout = FeatureLayout.from_dict(plan["layout"])
+    events, profiles = _checked_inputs(request)
+    if events is not None:  # the dropped duplicates are counted into the validated report
+        events = Table(events.frame, TableReport(**plan["events"]))
+    paths = feature_partition_paths(build.features, layout.n_parts)
+    result = merge_feature_partitions(events, profiles, layout, paths, counts, build.features,
+                                      build.spec, config=cfg)
+    for path in (*paths, plan_path):
+        path.unlink(missing_ok=True)
+    warnings = build_proxy_warnings(build, request)
+    for warning in warnings:
+        progress(f"warning: {warning}")
+    reports = {
+        "events": asdict(events.report) if events else None,
+        "profiles": plan["profiles"],
+        "conversions": plan["conversions"],
         "features": {"n_users": result.n_users, "n_numeric": result.n_numeric,
                      "n_categorical": result.n_categorical, "as_of": str(result.as_of),
                      "notes": result.notes},
-        "privacy": {"suppressed_users": 0 if suppressed is None else len(suppressed),
+        "privacy": {"suppressed_users": plan["suppressed_users"],
                     "denied_columns": cfg.ingest.deny_columns,
                     "proxy_warnings": [str(w) for w in warnings],
                     "proxy_features": sorted({w.feature for w in warnings})},
@@ -303,6 +371,22 @@ def step_features(build: BuildPaths, request: BuildRequest,
     progress(f"features: {result.n_users:,} users, {result.n_numeric} numeric and "
              f"{result.n_categorical} categorical features")
     return reports
+
+
+def _checked_inputs(request: BuildRequest) -> tuple[Table | None, Table | None]:
+    """The events and profiles as :func:`validate_inputs` returns them, without its scans: for
+    the steps after :func:`step_features_plan`, which has checked these very files."""
+    cfg = request.config
+    separator = cfg.ingest.csv_separator
+    suppressed = suppressed_ids(cfg)
+    events = _without(suppressed, load_events(request.events, csv_separator=separator,
+                                              validate=False)
+                      if request.events else None)
+    profiles = _without(suppressed, load_profiles(request.profiles,
+                                                  deny_columns=cfg.ingest.deny_columns,
+                                                  csv_separator=separator, validate=False)
+                        if request.profiles else None)
+    return events, profiles
 
 
 def write_feature_sketch(build: BuildPaths, request: BuildRequest) -> None:
@@ -548,30 +632,81 @@ def reuse_encoder(build: BuildPaths, plan: EncoderPlan) -> dict[str, Any]:
             "trained_as_of": trained_as_of}
 
 
-def step_embed(build: BuildPaths, progress: Progress = print) -> dict[str, Any]:
-    """Embed the whole population with the candidate tower."""
-    from lookalike.encoder.embed import embed_population
+def partition_count(build: BuildPaths, request: BuildRequest) -> int:
+    """How many population partitions (= index shards, :func:`lookalike.search.sharding.shard_count`)
+    the build's feature table needs; reads only the table's footer."""
+    import pyarrow.parquet as pq
 
-    paths = embed_population(build.features, build.spec, build.model_dir, build.embeddings_dir,
-                             progress=progress)
-    return read_json(paths.manifest)
-
-
-def index_shard_count(build: BuildPaths, request: BuildRequest) -> int:
-    """How many index shards this build's population needs (:func:`lookalike.search.index.shard_count`)."""
-    from lookalike.search.vectors import open_embeddings
     from lookalike.search.sharding import shard_count
 
-    return shard_count(len(open_embeddings(build.embeddings)), request.config.index)
+    return shard_count(pq.ParquetFile(build.features).metadata.num_rows, request.config.index)
+
+
+def partition_rows(features: Path, part: int, n_parts: int) -> np.ndarray:
+    """Row numbers in the feature table of the users in population partition ``part`` of
+    ``n_parts``: those with ``shard_of(user_id, n_parts) == part`` (index shard ``part``). Reads
+    only the ``user_id`` column."""
+    from lookalike.search.sharding import shard_of
+
+    user_ids = pl.read_parquet(features, columns=["user_id"]).get_column("user_id")
+    return np.flatnonzero(shard_of(user_ids, n_parts) == part).astype(np.int64)
+
+
+def step_embed_part(build: BuildPaths, part: int, n_parts: int,
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Embed population partition ``part`` of ``n_parts`` (the users of index shard ``part``) into
+    ``embeddings/parts/`` (:func:`lookalike.encoder.embed.embed_partition`); partitions are
+    independent, so a task runner may embed them at once, in other processes."""
+    from lookalike.encoder.embed import embed_partition
+
+    paths = embed_partition(build.features, build.spec, build.model_dir, build.embeddings_dir,
+                            part, partition_rows(build.features, part, n_parts),
+                            progress=progress)
+    return {"part": part, "n_parts": n_parts,
+            "count": len(np.load(paths.rows, mmap_mode="r"))}
+
+
+def step_embed_assemble(build: BuildPaths, n_parts: int,
+                        progress: Progress = print) -> dict[str, Any]:
+    """Scatter the ``n_parts`` embedded partitions into ``embeddings.npy`` and ``users.parquet`` in
+    feature-table order (:func:`lookalike.encoder.embed.assemble_embeddings`: the same bytes as
+    embedding in one piece). The parts stay until :func:`remove_embedding_parts`."""
+    from lookalike.encoder.embed import assemble_embeddings
+
+    paths = assemble_embeddings(build.features, build.spec, build.model_dir, build.embeddings_dir,
+                                n_parts)
+    manifest = read_json(paths.manifest)
+    progress(f"embedded {manifest['count']:,} users in {n_parts} partition(s)")
+    return manifest
+
+
+def remove_embedding_parts(build: BuildPaths) -> None:
+    """Delete ``embeddings/parts/`` once the index shards and the assembly have read it, so the
+    build's files are the same however it was embedded."""
+    from lookalike.encoder.embed import remove_parts
+
+    remove_parts(build.embeddings_dir)
+
+
+def step_embed(build: BuildPaths, progress: Progress = print, n_parts: int = 1) -> dict[str, Any]:
+    """Embed the whole population in this process: every partition (:func:`step_embed_part`),
+    then :func:`step_embed_assemble`. The parts are kept for :func:`step_index_shard`."""
+    for part in range(n_parts):
+        step_embed_part(build, part, n_parts, progress)
+    return step_embed_assemble(build, n_parts, progress)
 
 
 def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int, n_shards: int,
                      progress: Progress | None = None) -> dict[str, Any]:
-    """Build one shard's HNSW index (shards are independent: a task runner may run them at once)."""
-    from lookalike.search.index import build_shard
+    """Build one shard's HNSW index (shards are independent: a task runner may run them at once)
+    from its embedded partition (:func:`step_embed_part` with ``n_parts = n_shards``): the same
+    file as from the assembled ``embeddings.npy``, without reading the rest of the population."""
+    from lookalike.encoder.embed import part_paths
+    from lookalike.search.index import build_shard_from_part
 
-    info = build_shard(build.embeddings, build.users, shard, n_shards, build.index_dir,
-                       request.config.index, progress=progress)
+    part = part_paths(build.embeddings_dir, shard)
+    info = build_shard_from_part(part.embeddings, part.rows, shard, n_shards, build.index_dir,
+                                 request.config.index, progress=progress)
     return asdict(info)
 
 
@@ -659,13 +794,14 @@ def run_build(workdir: Workdir, request: BuildRequest, progress: Progress = prin
         return reuse_build(workdir, build, progress)
     with discard_on_failure(build):
         steps["train"] = step_train(build, request, progress, plan)
-        steps["embed"] = step_embed(build, progress)
-        n_shards = index_shard_count(build, request)
+        n_shards = partition_count(build, request)
+        steps["embed"] = step_embed(build, progress, n_shards)
         shards: list[dict[str, Any]] = []
         started = time.monotonic()
         for shard in range(n_shards):
             shards.append(step_index_shard(build, request, shard, n_shards, progress))
             progress(shard_line(shards, n_shards, time.monotonic() - started))
+        remove_embedding_parts(build)
         steps["index"] = step_index_manifest(build, request, shards, progress)
         finalize_build(workdir, build, request, fingerprints, steps)
     progress(completion_line(build, steps["train"], time.monotonic() - started_build))

@@ -34,6 +34,7 @@ def test_build_and_export_match_the_library_calls(data: Path, tmp_path: Path) ->
                            progress=lambda _: None)
     assert by_api.name == by_library.build_id  # same inputs and config: the same build id
     assert Workdir(tmp_path / "api").current().root == by_api
+    assert not (by_library.embeddings_dir / "parts").exists()  # embedded by partition, assembled
 
     result = lookalike.export_audience(tmp_path / "api", seeds, tmp_path / "api.parquet", size=50,
                                        config=config, strategy="centroid", progress=lambda _: None)

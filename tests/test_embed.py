@@ -12,7 +12,16 @@ import torch
 
 from lookalike.core.artifacts import sha256_file
 from lookalike.core.config import ModelConfig
-from lookalike.encoder.embed import embed_population, embed_users
+from lookalike.encoder.embed import (
+    assemble_embeddings,
+    embed_partition,
+    embed_population,
+    embed_users,
+    part_paths,
+    remove_parts,
+)
+from lookalike.build_steps import partition_rows
+from lookalike.search.sharding import shard_of
 from lookalike.core.errors import ArtifactError, InputError
 from lookalike.encoder.model import (
     Architecture,
@@ -108,3 +117,80 @@ def test_embed_users_accepts_any_integer_ids_and_refuses_strings_for_integer_ids
     np.testing.assert_allclose(result.embeddings, query[[3, 1]], rtol=0, atol=1e-6)
     with pytest.raises(InputError, match="type differs"):
         embed_users(["1000"], toy.features, toy.spec, model_dir)
+
+
+@pytest.fixture(scope="module")
+def random_model(toy: ToyPaths, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained encoder for the toy table's spec (partitioning is about bytes, not quality)."""
+    torch.manual_seed(1)
+    spec = FeatureSpec.load(toy.spec)
+    model = TwoTowerEncoder(Architecture.for_spec(spec, ModelConfig(embedding_dim=16,
+                                                                     hidden_dims=[32])))
+    folder = tmp_path_factory.mktemp("random-model")
+    save_model(model, folder, spec_sha256=sha256_file(toy.spec), metadata={})
+    return folder
+
+
+@pytest.mark.parametrize("n_parts", [1, 3])
+def test_partitioned_embedding_assembles_the_one_piece_files_byte_for_byte(
+    toy: ToyPaths, random_model: Path, tmp_path: Path, n_parts: int
+) -> None:
+    # batch_size 1700: several batches per part, each batch split between the parts.
+    whole = embed_population(toy.features, toy.spec, random_model, tmp_path / "whole",
+                             batch_size=1700)
+    out = tmp_path / "parts"
+    user_ids = pl.read_parquet(toy.features).get_column("user_id")
+    for part in range(n_parts):
+        rows = partition_rows(toy.features, part, n_parts)
+        np.testing.assert_array_equal(rows, np.flatnonzero(shard_of(user_ids, n_parts) == part))
+        paths = embed_partition(toy.features, toy.spec, random_model, out, part, rows,
+                                batch_size=1700)
+        np.testing.assert_array_equal(np.load(paths.rows), rows)
+        assert np.load(paths.embeddings).shape == (len(rows), 16)
+    assembled = assemble_embeddings(toy.features, toy.spec, random_model, out, n_parts,
+                                    batch_size=1700, block_rows=500)
+
+    for name in ("embeddings", "users", "manifest"):
+        assert getattr(assembled, name).read_bytes() == getattr(whole, name).read_bytes(), name
+    remove_parts(out)
+    assert sorted(p.name for p in out.iterdir()) == ["embeddings.json", "embeddings.npy",
+                                                     "users.parquet"]
+
+
+def test_assembly_refuses_parts_that_miss_users(toy: ToyPaths, random_model: Path,
+                                                tmp_path: Path) -> None:
+    for part in range(3):
+        embed_partition(toy.features, toy.spec, random_model, tmp_path, part,
+                        partition_rows(toy.features, part, 3))
+    part_paths(tmp_path, 1).embeddings.unlink()
+    with pytest.raises((ArtifactError, FileNotFoundError)):
+        assemble_embeddings(toy.features, toy.spec, random_model, tmp_path, 3)
+    embed_partition(toy.features, toy.spec, random_model, tmp_path, 1,  # another split's part
+                    partition_rows(toy.features, 1, 2))
+    with pytest.raises(ArtifactError, match="hold .* rows"):
+        assemble_embeddings(toy.features, toy.spec, random_model, tmp_path, 3)
+    assert not (tmp_path / "embeddings.npy").exists()
+
+
+def test_embeddings_are_the_same_bytes_on_any_torch_thread_count(
+    toy: ToyPaths, tmp_path: Path
+) -> None:
+    # MKL rounds products of this size differently on 1 and 2 threads (about 1 ulp on every row);
+    # a Dask worker runs torch on one thread, the flow's process on every core
+    torch.manual_seed(2)
+    spec = FeatureSpec.load(toy.spec)
+    model = TwoTowerEncoder(Architecture.for_spec(spec, ModelConfig(
+        embedding_dim=32, hidden_dims=[128], numeric_bins=64)))  # about 2,000 inputs
+    save_model(model, tmp_path / "model", spec_sha256=sha256_file(toy.spec), metadata={})
+    threads = torch.get_num_threads()
+    files = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            paths = embed_population(toy.features, toy.spec, tmp_path / "model", tmp_path / str(n),
+                                     batch_size=3000)
+            assert torch.get_num_threads() == n  # restored
+            files.append(paths.embeddings.read_bytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert files[0] == files[1] == files[2]

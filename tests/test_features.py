@@ -309,3 +309,39 @@ def test_no_scratch_file_is_left_when_no_user_has_past_events(tmp_path: Path) ->
         compute_features(load_events(str(tmp_path / "events.parquet")), None, tmp_path / "out" / "f.parquet",
                          tmp_path / "out" / "f.json", as_of="2020-01-01", config=CONFIG)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("partition_events", [10**9, 2000])
+def test_features_written_as_separate_partition_steps_equal_one_call_byte_for_byte(
+    tmp_path: Path, synthetic: GeneratedData, partition_events: int
+) -> None:
+    from lookalike.build_steps import (
+        BuildRequest,
+        step_features_merge,
+        step_features_part,
+        step_features_plan,
+    )
+    from lookalike.core.workdir import BuildPaths
+
+    base = load_config(synthetic.config)
+    config = base.model_validate({**base.model_dump(), "features": {
+        **base.features.model_dump(), "partition_events": partition_events}})
+    as_of = json.loads(synthetic.truth_json.read_text())["as_of"]
+    one = compute_features(load_events(str(synthetic.events)), load_profiles(str(synthetic.profiles)),
+                           tmp_path / "one.parquet", tmp_path / "one.json", as_of=as_of, config=config)
+    request = BuildRequest(events=str(synthetic.events), profiles=str(synthetic.profiles),
+                           conversions=str(synthetic.conversions), as_of=as_of, config=config)
+    build = BuildPaths(tmp_path / "build")
+
+    n_parts = step_features_plan(build, request)["n_parts"]
+    assert (n_parts == 1) if partition_events > 10**6 else (n_parts >= 3)
+    # each partition on its own, last first: they depend only on the paths and their index
+    counts = [step_features_part(build, request, i) for i in reversed(range(n_parts))][::-1]
+    reports = step_features_merge(build, request, counts, progress=lambda _: None)
+
+    assert build.features.read_bytes() == (tmp_path / "one.parquet").read_bytes()
+    assert build.spec.read_bytes() == (tmp_path / "one.json").read_bytes()
+    assert reports["features"]["notes"] == one.notes
+    assert sorted(p.name for p in build.root.iterdir()) == [
+        "conversions.parquet", "feature_sketch.json", "feature_spec.json", "features.parquet",
+        "ingest_report.json"]

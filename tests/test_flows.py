@@ -51,13 +51,15 @@ USERS = 4000
 SEEDS = 150
 AUDIENCE_SIZE = 200
 SHARDS = 2
-STEP_NAMES = ("step_features", "step_drift", "step_train", "step_embed", "step_index_shard",
-              "step_index_manifest", "finalize_build")
+FEATURE_PARTS = 3  # 40,000 events (10 a user) in partitions of 15,000
+STEP_NAMES = ("step_features_plan", "step_features_part", "step_features_merge", "step_drift", "step_train", "step_embed_part",
+              "step_embed_assemble", "step_index_shard", "step_index_manifest", "finalize_build")
 FAST_SETTINGS: dict[str, dict[str, Any]] = {
     "model": {"embedding_dim": 16, "hidden_dims": [64], "numeric_bins": 8},
     "train": {"epochs": 2, "converters_per_type": 32, "negatives_per_batch": 128,
               "validation_background": 1000, "health_sample": 500, "threads": 1,
               "max_mean_cosine": 0.999},  # tests check orchestration, not model quality
+    "features": {"partition_events": 15_000},
     # ef above the shard size makes HNSW search exhaustive, so any runner gives the same answer
     "index": {"shards": SHARDS, "ef": 5000, "recall_queries": 50, "threads": 1},
     "audience": {"min_audience_size": 10, "min_seed_size": 20, "distinctiveness_sample": 500,
@@ -126,7 +128,8 @@ def _counted(function: Callable[..., Any], name: str, calls: Counter[str]) -> Ca
 
 
 def full_build_calls() -> Counter[str]:
-    return Counter({**{name: 1 for name in STEP_NAMES}, "step_index_shard": SHARDS})
+    return Counter({**{name: 1 for name in STEP_NAMES}, "step_features_part": FEATURE_PARTS,
+                    "step_embed_part": SHARDS, "step_index_shard": SHARDS})
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +185,12 @@ def test_build_runs_every_step_as_a_task_and_makes_the_build_current(first_build
     manifest = read_json(workdir.current().manifest)
     assert manifest["steps"]["index"]["count"] == USERS
     assert manifest["steps"]["index"]["shards"] == SHARDS
-    expected = Counter({"ingest-and-features": 1, "measure-drift": 1, "train-encoder": 1,
-                        "embed-population": 1,
+    assert not (workdir.current().embeddings_dir / "parts").exists()  # read by the shards, removed
+    assert sorted(f for f in manifest["files"] if f.startswith("embeddings/")) == [
+        "embeddings/embeddings.json", "embeddings/embeddings.npy", "embeddings/users.parquet"]
+    expected = Counter({"ingest-and-features": 1, "ingest-and-features-part": FEATURE_PARTS,
+                        "ingest-and-features-merge": 1, "measure-drift": 1, "train-encoder": 1,
+                        "embed-population": SHARDS, "embed-population-assemble": 1,
                         "index-shard": SHARDS, "index-manifest": 1, "finalize-build": 1})
     assert task_run_counts(first_build["flow_run_id"], expected) == expected
 
@@ -327,7 +334,7 @@ def build_subflow_run(pipeline_run: UUID) -> UUID:
 
 
 def test_an_io_error_is_retried_and_the_build_completes(inputs, tmp_path, monkeypatch, step_calls):
-    embed = steps.step_embed
+    embed = steps.step_embed_part
     failures = Counter[str]()
 
     def embed_failing_once(*args: Any, **kwargs: Any) -> Any:
@@ -336,12 +343,14 @@ def test_an_io_error_is_retried_and_the_build_completes(inputs, tmp_path, monkey
             raise OSError("stale file handle (injected)")
         return embed(*args, **kwargs)
 
-    monkeypatch.setattr(steps, "step_embed", embed_failing_once)
+    monkeypatch.setattr(steps, "step_embed_part", embed_failing_once)
     state = build_flow(**inputs.build_kwargs(tmp_path / "work"), return_state=True)
 
     assert state.is_completed(), state.message
     assert failures["embed"] == 1
-    assert step_calls["step_embed"] == 1  # the successful retry (the failed try raised first)
+    # the successful retry of the failed partition and the other partition (the failed try
+    # raised first)
+    assert step_calls["step_embed_part"] == SHARDS
     assert Workdir(tmp_path / "work").current().build_id == state.result()["build_id"]
 
 
@@ -369,25 +378,35 @@ def test_a_failing_step_removes_its_build_and_fails_the_flow(first_build, inputs
     assert "device full while writing Parquet" in logs
 
 
-def test_dask_runner_with_two_shards_gives_the_default_runners_audience(first_build, inputs,
-                                                                       tmp_path):
-    flow = build_flow.with_options(**task_runner_options("dask", workers=2))
-    result = flow(**inputs.build_kwargs(tmp_path / "work"))
+def test_dask_runner_with_two_workers_gives_the_default_runners_files_and_audience(
+        first_build, inputs, tmp_path):
+    """The build and export flows on a local Dask cluster of 2 worker processes write what the
+    default runner writes: byte-equal embeddings, users and index shards (hnswlib with one thread
+    and a fixed seed is deterministic), and the same audience (users, order, scores)."""
+    dask = task_runner_options("dask", workers=2)
+    result = build_flow.with_options(**dask)(**inputs.build_kwargs(tmp_path / "work"))
     default_build = Workdir(first_build["workdir"]).current()
     dask_build = Workdir(tmp_path / "work").current()
 
     assert result["build_id"] == default_build.build_id
-    assert read_json(dask_build.index_dir / "index.json")["shards"] == read_json(
-        default_build.index_dir / "index.json")["shards"]
-    np.testing.assert_array_equal(np.load(dask_build.embeddings), np.load(default_build.embeddings))
-    config = load_config(inputs.config)
+    for path in (dask_build.embeddings, dask_build.users):
+        assert path.read_bytes() == (default_build.root / path.relative_to(dask_build.root)
+                                     ).read_bytes(), path.name
+    dask_manifest, default_manifest = (read_json(b.manifest) for b in (dask_build, default_build))
+    assert {f: h for f, h in dask_manifest["files"].items() if f.startswith(("embeddings/", "index/shard-"))} == {
+        f: h for f, h in default_manifest["files"].items() if f.startswith(("embeddings/", "index/shard-"))}
+    assert not (dask_build.embeddings_dir / "parts").exists()
+
     audiences = [
-        pl.read_parquet(export_audience(build, inputs.seeds, tmp_path / f"{name}.parquet",
-                                        size=AUDIENCE_SIZE, config=config,
-                                        progress=lambda _: None).audience)
-        for name, build in (("dask", dask_build), ("default", default_build))
+        pl.read_parquet(flow(workdir=str(build.root.parents[1]), seeds=inputs.seeds,
+                             out=str(tmp_path / f"{name}.parquet"), size=AUDIENCE_SIZE,
+                             config_path=inputs.config)["audience"])
+        for name, build, flow in (("dask", dask_build, export_flow.with_options(**dask)),
+                                  ("default", default_build, export_flow))
     ]
-    assert audiences[0].select("user_id", "rank").equals(audiences[1].select("user_id", "rank"))
+    assert audiences[0].height == AUDIENCE_SIZE
+    assert audiences[0].select("user_id", "rank", "score").equals(
+        audiences[1].select("user_id", "rank", "score"))
 
 
 @pytest.mark.slow

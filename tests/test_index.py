@@ -469,3 +469,23 @@ def test_save_and_load_round_trip_gives_identical_results(tmp_path: Path) -> Non
     np.testing.assert_array_equal(before[0], after[0])
     np.testing.assert_array_equal(before[1], after[1])
     assert manifest.element_count == 2200 - 220 and manifest.label_bound == 2200
+
+
+def test_a_shard_built_from_its_embedding_part_is_the_same_file(tmp_path: Path) -> None:
+    # 6000 users, 2 shards: about 3000 per shard, so locality_order clusters (and samples) them.
+    embeddings = clustered_vectors(6000, 16, 2)
+    emb_path, users_path = write_population(tmp_path / "population", embeddings)
+    user_ids = pl.read_parquet(users_path).get_column("user_id")
+    config = CONFIG.model_copy(update={"add_batch_rows": 700, "locality_sample": 2000})
+    for shard in range(2):
+        rows = np.flatnonzero(shard_of(user_ids, 2) == shard)
+        np.save(tmp_path / f"part-{shard}.npy", embeddings[rows])
+        np.save(tmp_path / f"part-{shard}.rows.npy", rows)
+        whole = index_module.build_shard(emb_path, users_path, shard, 2, tmp_path / "whole",
+                                         config)
+        part = index_module.build_shard_from_part(tmp_path / f"part-{shard}.npy",
+                                                  tmp_path / f"part-{shard}.rows.npy", shard, 2,
+                                                  tmp_path / "part", config)
+        assert part == whole
+        assert (tmp_path / "part" / part.file).read_bytes() == (
+            tmp_path / "whole" / whole.file).read_bytes()

@@ -16,14 +16,15 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from lookalike.core.artifacts import atomic_write, scratch_files
+from lookalike.core.artifacts import TEMP_MARKER, atomic_write, scratch_files
 from lookalike.core.config import FeatureConfig, LookalikeConfig
 from lookalike.core.errors import InputError
 from lookalike.data.ingest import Table
@@ -153,8 +154,8 @@ def _decide_top_values(past: pl.LazyFrame, config: FeatureConfig) -> _TopValues:
     return _TopValues(types, categories)
 
 
-def event_partitions(events: pl.LazyFrame, as_of: datetime,
-                     config: FeatureConfig) -> tuple[list[pl.LazyFrame], int]:
+def event_partitions(events: pl.LazyFrame, as_of: datetime, config: FeatureConfig,
+                     layout: FeatureLayout | None = None) -> tuple[list[pl.LazyFrame], int]:
     """The event features of users with events before ``as_of``, one lazy frame per user partition,
     and the number of such events.
 
@@ -162,11 +163,18 @@ def event_partitions(events: pl.LazyFrame, as_of: datetime,
     (:func:`user_partition`) into partitions of about ``config.partition_events`` past events, each
     computed on its own, so memory is bounded by a partition rather than by the whole table; a
     duplicate is always within one user, so dropping duplicates per partition is exact.
+    ``layout``: the partition count, past-event count and top values decided before
+    (:func:`plan_features`), so no scan is needed.
     """
     past = events.filter(pl.col("event_time") < as_of)
-    n_past = past.select(pl.len()).collect(engine="streaming").item()
-    top = _decide_top_values(past, config)
-    n_parts = max(1, math.ceil(n_past / config.partition_events))
+    if layout is None:
+        n_past = past.select(pl.len()).collect(engine="streaming").item()
+        top = _decide_top_values(past, config)
+        n_parts = max(1, math.ceil(n_past / config.partition_events))
+    else:
+        n_past, n_parts = layout.n_past, layout.n_parts
+        top = _TopValues(dict(layout.types), None if layout.categories is None
+                         else dict(layout.categories))
     parts = [event_feature_frame(user_partition(past, i, n_parts), as_of, config, top) for i in range(n_parts)]
     return parts, n_past
 
@@ -295,6 +303,94 @@ def profile_feature_frame(
 # The feature table
 
 
+@dataclass(frozen=True)
+class FeatureLayout:
+    """What every partition of the feature table must agree on, decided once by
+    :func:`plan_features` with scans of the whole events table, and JSON-able
+    (:meth:`to_dict`), so each partition can be written in its own process from the input paths,
+    the layout and its index (:func:`write_feature_partition`)."""
+
+    as_of: str | None  # ISO time, or None without events and as_of
+    n_parts: int
+    n_past: int  # events before as_of (exact duplicates included)
+    types: dict[str, str]  # event type -> column name prefix
+    categories: dict[str, str] | None  # category -> column name (None: no category column)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able; the value -> name maps as lists of pairs, since their order is the columns'
+        order (a key-sorted JSON writer would change it)."""
+        values = asdict(self)
+        values["types"] = list(self.types.items())
+        values["categories"] = None if self.categories is None else list(self.categories.items())
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FeatureLayout:
+        categories = values["categories"]
+        return cls(**{**values, "types": dict(values["types"]),
+                      "categories": None if categories is None else dict(categories)})
+
+
+def plan_features(events: Table | None, profiles: Table | None, *,
+                  as_of: str | datetime | None = None,
+                  config: LookalikeConfig) -> FeatureLayout:
+    """The partition count and the event types and categories with their own columns (see
+    :func:`event_partitions`); without events, one partition."""
+    if events is None and profiles is None:
+        raise InputError("inputs", "need at least one of an events table or a profiles table")
+    as_of = resolve_as_of(events, as_of)
+    iso = as_of.isoformat() if as_of else None
+    if events is None:
+        return FeatureLayout(iso, 1, 0, {}, None)
+    past = events.frame.filter(pl.col("event_time") < as_of)
+    n_past = past.select(pl.len()).collect(engine="streaming").item()
+    top = _decide_top_values(past, config.features)
+    n_parts = max(1, math.ceil(n_past / config.features.partition_events))
+    return FeatureLayout(iso, n_parts, n_past, top.types, top.categories)
+
+
+def feature_partition_paths(features_path: str | Path, n_parts: int) -> list[Path]:
+    """Where :func:`write_feature_partition` writes each partition: scratch files beside the
+    feature table, named so that a sweep of stale temporary files removes them."""
+    features_path = Path(features_path)
+    return [features_path.with_name(f".{features_path.name}{TEMP_MARKER}part-{i}")
+            for i in range(n_parts)]
+
+
+def write_feature_partition(events: Table | None, profiles: Table | None, layout: FeatureLayout,
+                            index: int, path: str | Path, *,
+                            config: LookalikeConfig) -> dict[str, int]:
+    """Write user partition ``index`` of the feature table to ``path``, sorted by ``user_id``;
+    return its counts for :func:`merge_feature_partitions` (past events kept, users with events
+    but no profile). Partitions are independent: each may be written in another process."""
+    plan = _plan_table(events, profiles, parse_as_of(layout.as_of), config, layout)
+    return asdict(_write_partition(plan, index, Path(path)))
+
+
+def merge_feature_partitions(events: Table | None, profiles: Table | None, layout: FeatureLayout,
+                             paths: list[Path], counts: list[dict[str, int]],
+                             features_path: str | Path, spec_path: str | Path, *,
+                             config: LookalikeConfig) -> FeatureResult:
+    """Merge the partition files (each sorted by ``user_id``) into the feature table, fit its spec
+    on the written table, and record the dropped duplicates in ``events.report``; the partition
+    files are left for the caller to delete."""
+    as_of = parse_as_of(layout.as_of)
+    plan = _plan_table(events, profiles, as_of, config, layout)
+    partition_counts = [_PartitionCounts(**c) for c in counts]
+    notes = _partition_notes(plan, partition_counts, events)
+    features_path, spec_path = Path(features_path), Path(spec_path)
+    n_users = pl.scan_parquet(paths).select(pl.len()).collect().item()
+    if n_users == 0:
+        raise InputError("inputs", f"no users have events before as_of {as_of}",
+                         fix="choose a later --as-of")
+    categorical = _drop_identifier_like(pl.scan_parquet(paths), n_users, plan.categorical, notes)
+    with atomic_write(features_path) as tmp:
+        _merge_partitions(paths, [USER_ID, *plan.numeric, *categorical], tmp)
+        spec = _fit_spec(pl.scan_parquet(tmp), n_users, plan, categorical, as_of, config.features)
+    spec.save(spec_path)
+    return FeatureResult(features_path, spec_path, n_users, len(plan.numeric), len(categorical), as_of, notes)
+
+
 def compute_features(
     events: Table | None,
     profiles: Table | None,
@@ -312,24 +408,16 @@ def compute_features(
     the written output with lazy scans of the columns each fit needs. The quantiles are fitted on
     the rows ``DataFrame.sample(features.scaling_sample, seed=0)`` would draw from the table (all
     rows if there are no more), so a re-run gives the same bytes.
+
+    The same in steps that may run in separate processes: :func:`plan_features`, then
+    :func:`write_feature_partition` for every partition, then :func:`merge_feature_partitions`.
     """
-    if events is None and profiles is None:
-        raise InputError("inputs", "need at least one of an events table or a profiles table")
-    as_of = resolve_as_of(events, as_of)
-    plan = _plan_table(events, profiles, as_of, config)
-    features_path, spec_path = Path(features_path), Path(spec_path)
-    with scratch_files(features_path, plan.n_parts) as parts:
-        notes = _write_partitions(plan, parts, events)
-        n_users = pl.scan_parquet(parts).select(pl.len()).collect().item()
-        if n_users == 0:
-            raise InputError("inputs", f"no users have events before as_of {as_of}",
-                             fix="choose a later --as-of")
-        categorical = _drop_identifier_like(pl.scan_parquet(parts), n_users, plan.categorical, notes)
-        with atomic_write(features_path) as tmp:
-            _merge_partitions(parts, [USER_ID, *plan.numeric, *categorical], tmp)
-            spec = _fit_spec(pl.scan_parquet(tmp), n_users, plan, categorical, as_of, config.features)
-    spec.save(spec_path)
-    return FeatureResult(features_path, spec_path, n_users, len(plan.numeric), len(categorical), as_of, notes)
+    layout = plan_features(events, profiles, as_of=as_of, config=config)
+    with scratch_files(features_path, layout.n_parts) as parts:
+        counts = [write_feature_partition(events, profiles, layout, i, path, config=config)
+                  for i, path in enumerate(parts)]
+        return merge_feature_partitions(events, profiles, layout, parts, counts, features_path,
+                                        spec_path, config=config)
 
 
 @dataclass
@@ -357,11 +445,12 @@ class _TablePlan:
 
 
 def _plan_table(events: Table | None, profiles: Table | None, as_of: datetime | None,
-                config: LookalikeConfig) -> _TablePlan:
+                config: LookalikeConfig, layout: FeatureLayout) -> _TablePlan:
     plan = _TablePlan()
     taken: set[str] = {USER_ID}
     if events is not None:
-        plan.event_parts, plan.n_past = event_partitions(events.frame, as_of, config.features)
+        plan.event_parts, plan.n_past = event_partitions(events.frame, as_of, config.features,
+                                                         layout)
         plan.event_columns = [c for c in plan.event_parts[0].collect_schema().names() if c != USER_ID]
         plan.numeric += plan.event_columns
         taken.update(plan.event_columns)
@@ -380,9 +469,9 @@ class _PartitionCounts:
     users_without_profile: int  # users with past events but no profile (left out of the table)
 
 
-def _write_partitions(plan: _TablePlan, paths: list[Path], events: Table | None) -> list[str]:
-    """Write each user partition of the table to its path; return the notes on what was left out."""
-    counts = [_write_partition(plan, i, path) for i, path in enumerate(paths)]
+def _partition_notes(plan: _TablePlan, counts: list[_PartitionCounts],
+                     events: Table | None) -> list[str]:
+    """The notes on what the written partitions left out."""
     notes = [] if events is None else _count_duplicates(events, sum(c.events_kept for c in counts), plan.n_past)
     return notes + plan.profile_notes + _outside_profiles(sum(c.users_without_profile for c in counts))
 

@@ -305,6 +305,10 @@ class Validation:
                 f"{name} > 0 on every row", ("row", USER_ID, name),
             ))
 
+    def unchecked(self) -> pl.LazyFrame:
+        """The normalized frame :meth:`run` returns, without its scan (a table already checked)."""
+        return self.frame.with_columns([e.alias(n) for n, e in self.normalized.items()])
+
     def run(self) -> tuple[pl.LazyFrame, int]:
         """Count rows and every rule's violations in one scan; the first broken rule raises."""
         counts = self.frame.select(
@@ -326,8 +330,12 @@ class Validation:
 # Tables
 
 
-def load_events(path: str, *, csv_separator: str = ",") -> Table:
-    """Validate and normalize an events table (duplicates are dropped by feature computation)."""
+def load_events(path: str, *, csv_separator: str = ",", validate: bool = True) -> Table:
+    """Validate and normalize an events table (duplicates are dropped by feature computation).
+
+    ``validate=False`` skips the scan that checks every row and counts them (``report.rows`` stays
+    0): for a process that works on a table another step has already loaded and checked.
+    """
     raw, _ = scan_table(path, csv_separator=csv_separator)
     columns = _require_columns(raw, EVENTS, path)
     report = TableReport(file=path)
@@ -343,12 +351,16 @@ def load_events(path: str, *, csv_separator: str = ",") -> Table:
         validation.text("category")
     if "value" in columns:
         validation.number("value")
+    if not validate:
+        return Table(validation.unchecked(), report)
     frame, report.rows = validation.run()
     return Table(frame, report)
 
 
-def load_profiles(path: str, *, deny_columns: list[str] = (), csv_separator: str = ",") -> Table:
-    """Validate a profiles table: one row per user; denied (sensitive) columns are dropped."""
+def load_profiles(path: str, *, deny_columns: list[str] = (), csv_separator: str = ",",
+                  validate: bool = True) -> Table:
+    """Validate a profiles table: one row per user; denied (sensitive) columns are dropped.
+    ``validate``: as for :func:`load_events`."""
     raw, _ = scan_table(path, csv_separator=csv_separator)
     columns = _require_columns(raw, PROFILES, path)
     report = TableReport(file=path)
@@ -358,6 +370,8 @@ def load_profiles(path: str, *, deny_columns: list[str] = (), csv_separator: str
         report.ignored_columns = denied
     validation = Validation(raw.select([c for c in columns if c not in denied]), path, "profiles")
     validation.user_id(unique=True)
+    if not validate:
+        return Table(validation.unchecked(), report)
     frame, report.rows = validation.run()
     return Table(frame, report)
 

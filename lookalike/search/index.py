@@ -118,6 +118,42 @@ def build_shard(
     rows = np.flatnonzero(shard_of(user_ids, n_shards) == shard)
     if exclude_labels is not None:
         rows = rows[~np.isin(rows, exclude_labels)]
+    return _build_rows(embeddings, rows, rows, shard, n_shards, Path(out_dir), config,
+                       f"{embeddings_path}", progress)
+
+
+def build_shard_from_part(
+    part_path: Path,
+    labels_path: Path,
+    shard: int,
+    n_shards: int,
+    out_dir: Path,
+    config: IndexConfig,
+    progress: Progress | None = None,
+) -> ShardInfo:
+    """:func:`build_shard` from the shard's own embedding part instead of the whole matrix.
+
+    ``part_path`` holds the embeddings of exactly the users of shard ``shard`` of ``n_shards``, in
+    feature-table order, and ``labels_path`` their global row positions, ascending
+    (:func:`lookalike.encoder.embed.embed_partition`). The shard file is byte-identical to
+    :func:`build_shard`'s on the assembled ``embeddings.npy`` (same vectors, same insertion order,
+    same labels); memory is the index plus the part's memory map.
+    """
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is outside [0, {n_shards})")
+    part = open_embeddings(part_path)
+    labels = np.load(labels_path)
+    if len(labels) != len(part):
+        raise ArtifactError(f"{labels_path} has {len(labels)} rows but {part_path} has {len(part)}: "
+                            "they come from different embedding runs; re-embed")
+    return _build_rows(part, np.arange(len(part)), labels, shard, n_shards, Path(out_dir), config,
+                       f"{part_path}", progress)
+
+
+def _build_rows(embeddings: np.ndarray, rows: np.ndarray, labels: np.ndarray, shard: int,
+                n_shards: int, out_dir: Path, config: IndexConfig, what: str,
+                progress: Progress | None) -> ShardInfo:
+    """Index ``embeddings[rows]`` under ``labels`` (one per row of ``rows``, ascending with it)."""
     index = hnswlib.Index(space=SPACE, dim=embeddings.shape[1])
     index.init_index(
         max_elements=len(rows),
@@ -126,19 +162,22 @@ def build_shard(
         random_seed=config.seed,
     )
     threads = _threads(config)
+    # locality_order draws and sorts by position only, so it orders the users the same whether
+    # ``rows`` are global rows of the whole matrix or 0..n-1 of a shard's part.
+    ascending = rows
     rows = locality_order(embeddings, rows, config)
     started, next_report = time.monotonic(), len(rows) / 10
     for start in range(0, len(rows), config.add_batch_rows):
         batch = rows[start : start + config.add_batch_rows]
-        vectors = unit_vectors(embeddings[batch], embeddings.shape[1], f"{embeddings_path}")
-        index.add_items(vectors, batch, num_threads=threads)
+        vectors = unit_vectors(embeddings[batch], embeddings.shape[1], what)
+        index.add_items(vectors, labels[np.searchsorted(ascending, batch)], num_threads=threads)
         added = start + len(batch)
         if progress is not None and next_report <= added < len(rows):
             next_report = added + len(rows) / 10
             seconds = time.monotonic() - started
             progress(f"index: shard {shard + 1}/{n_shards}, {added:,} of {len(rows):,} users added "
                      f"in {seconds:.1f}s{eta(added, len(rows), seconds)}")
-    return _save_shard(index, Path(out_dir), shard, n_shards)
+    return _save_shard(index, out_dir, shard, n_shards)
 
 
 def locality_order(embeddings: np.ndarray, rows: np.ndarray, config: IndexConfig) -> np.ndarray:
