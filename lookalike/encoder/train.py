@@ -293,7 +293,7 @@ class _Run:
         self.converter_weight = min(1.0, self.sampler.default_steps() / self.steps)
         # Few converters are learned by heart over the epochs even at once an epoch (UCI Bank
         # Marketing, 90 training converters: memorization AUC 0.60-0.75): a type below
-        # train.converter_loss_full_at converters weighs in proportion to its count (0.50-0.54).
+        # train.converter_loss_full_at converters weighs in proportion to its count (0.54-0.57).
         self.type_weights = _type_weights(validation.train, tc.converter_loss_full_at)
         self.loss_fn = loss_function(tc.loss, temperature=tc.temperature, margin=tc.margin)
         self.numeric = torch.from_numpy(data.features.numeric)
