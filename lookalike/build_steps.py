@@ -266,12 +266,7 @@ def validate_inputs(request: BuildRequest) -> ValidInputs:
     cfg = request.config
     separator = cfg.ingest.csv_separator
     suppressed = suppressed_ids(cfg)
-    events = _without(suppressed, load_events(request.events, csv_separator=separator)
-                      if request.events else None)
-    profiles = _without(suppressed, load_profiles(request.profiles,
-                                                  deny_columns=cfg.ingest.deny_columns,
-                                                  csv_separator=separator)
-                        if request.profiles else None)
+    events, profiles = _user_tables(request, suppressed, validate=True)
     conversions = load_conversions(request.conversions, csv_separator=separator)
     as_of = resolve_as_of(events, request.as_of)
     known, report = population_conversions(drop_listed(conversions.frame, suppressed),
@@ -376,17 +371,20 @@ def step_features_merge(build: BuildPaths, request: BuildRequest, counts: list[d
 def _checked_inputs(request: BuildRequest) -> tuple[Table | None, Table | None]:
     """The events and profiles as :func:`validate_inputs` returns them, without its scans: for
     the steps after :func:`step_features_plan`, which has checked these very files."""
+    return _user_tables(request, suppressed_ids(request.config), validate=False)
+
+
+def _user_tables(request: BuildRequest, suppressed: pl.Series | None, *,
+                 validate: bool) -> tuple[Table | None, Table | None]:
+    """The events and profiles tables (None where not given), suppressed users dropped."""
     cfg = request.config
     separator = cfg.ingest.csv_separator
-    suppressed = suppressed_ids(cfg)
-    events = _without(suppressed, load_events(request.events, csv_separator=separator,
-                                              validate=False)
-                      if request.events else None)
-    profiles = _without(suppressed, load_profiles(request.profiles,
-                                                  deny_columns=cfg.ingest.deny_columns,
-                                                  csv_separator=separator, validate=False)
-                        if request.profiles else None)
-    return events, profiles
+    events = (load_events(request.events, csv_separator=separator, validate=validate)
+              if request.events else None)
+    profiles = (load_profiles(request.profiles, deny_columns=cfg.ingest.deny_columns,
+                              csv_separator=separator, validate=validate)
+                if request.profiles else None)
+    return _without(suppressed, events), _without(suppressed, profiles)
 
 
 def write_feature_sketch(build: BuildPaths, request: BuildRequest) -> None:
