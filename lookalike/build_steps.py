@@ -22,16 +22,17 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
+from lookalike.build_report import write_build_report
 from lookalike.core.artifacts import (
     TEMP_MARKER,
     atomic_write,
@@ -39,10 +40,17 @@ from lookalike.core.artifacts import (
     sweep_stale_temp_files,
     write_json,
 )
-from lookalike.build_report import write_build_report
 from lookalike.core.config import IndexConfig, LookalikeConfig
 from lookalike.core.errors import ArtifactError, InputError, LookalikeError
 from lookalike.core.html import compact_histogram
+from lookalike.core.progress import Progress, eta
+from lookalike.core.workdir import (
+    BuildPaths,
+    Workdir,
+    file_checksums,
+    load_manifest,
+    verify_build,
+)
 from lookalike.data.drift import SKETCH_FILE, feature_psi, feature_sketch
 from lookalike.data.features import (
     FeatureLayout,
@@ -54,6 +62,7 @@ from lookalike.data.features import (
     resolve_as_of,
     write_feature_partition,
 )
+from lookalike.data.files import file_fingerprint, resolve_files
 from lookalike.data.ingest import (
     Table,
     TableReport,
@@ -62,13 +71,10 @@ from lookalike.data.ingest import (
     load_events,
     load_profiles,
 )
-from lookalike.data.files import file_fingerprint, resolve_files
-from lookalike.privacy.proxies import ProxyWarning, proxy_warnings, read_denied_columns
 from lookalike.data.schema import USER_ID
 from lookalike.data.spec import FeatureSpec
+from lookalike.privacy.proxies import ProxyWarning, proxy_warnings, read_denied_columns
 from lookalike.privacy.suppression import drop_listed, suppressed_ids
-from lookalike.core.progress import Progress, eta
-from lookalike.core.workdir import BuildPaths, Workdir, file_checksums, load_manifest, verify_build
 
 PACKAGE_VERSION = version("lookalike")
 NN_SIMILARITY_BINS = 40
@@ -631,11 +637,11 @@ def reuse_encoder(build: BuildPaths, plan: EncoderPlan) -> dict[str, Any]:
 
 
 def partition_count(build: BuildPaths, request: BuildRequest) -> int:
-    """How many population partitions (= index shards, :func:`lookalike.search.sharding.shard_count`)
+    """How many population partitions (= index shards, :func:`lookalike.data.partitions.shard_count`)
     the build's feature table needs; reads only the table's footer."""
     import pyarrow.parquet as pq
 
-    from lookalike.search.sharding import shard_count
+    from lookalike.data.partitions import shard_count
 
     return shard_count(pq.ParquetFile(build.features).metadata.num_rows, request.config.index)
 
@@ -644,7 +650,7 @@ def partition_rows(features: Path, part: int, n_parts: int) -> np.ndarray:
     """Row numbers in the feature table of the users in population partition ``part`` of
     ``n_parts``: those with ``shard_of(user_id, n_parts) == part`` (index shard ``part``). Reads
     only the ``user_id`` column."""
-    from lookalike.search.sharding import shard_of
+    from lookalike.data.partitions import shard_of
 
     user_ids = pl.read_parquet(features, columns=["user_id"]).get_column("user_id")
     return np.flatnonzero(shard_of(user_ids, n_parts) == part).astype(np.int64)
@@ -711,8 +717,8 @@ def step_index_shard(build: BuildPaths, request: BuildRequest, shard: int, n_sha
 def step_index_manifest(build: BuildPaths, request: BuildRequest, shards: list[dict[str, Any]],
                         progress: Progress = print) -> dict[str, Any]:
     """Measure recall against exact search and write the index manifest (fails below the floor)."""
-    from lookalike.search.manifest import ShardInfo
     from lookalike.search.index import write_index_manifest
+    from lookalike.search.manifest import ShardInfo
 
     manifest = write_index_manifest(build.index_dir, [ShardInfo(**s) for s in shards],
                                     request.config.index, build.model_build_id(), build.embeddings)

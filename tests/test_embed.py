@@ -7,11 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from lookalike.build_steps import partition_rows
 from lookalike.core.artifacts import sha256_file
 from lookalike.core.config import ModelConfig
+from lookalike.core.errors import ArtifactError, InputError
+from lookalike.data.partitions import shard_of
+from lookalike.data.spec import FeatureSpec, encode
 from lookalike.encoder.embed import (
     assemble_embeddings,
     embed_partition,
@@ -20,9 +25,6 @@ from lookalike.encoder.embed import (
     part_paths,
     remove_parts,
 )
-from lookalike.build_steps import partition_rows
-from lookalike.search.sharding import shard_of
-from lookalike.core.errors import ArtifactError, InputError
 from lookalike.encoder.model import (
     Architecture,
     Tower,
@@ -31,7 +33,6 @@ from lookalike.encoder.model import (
     load_model,
     save_model,
 )
-from lookalike.data.spec import FeatureSpec, encode
 from lookalike.testing.toy_tables import ToyPaths, write_toy_tables
 
 
@@ -155,6 +156,39 @@ def test_partitioned_embedding_assembles_the_one_piece_files_byte_for_byte(
     remove_parts(out)
     assert sorted(p.name for p in out.iterdir()) == ["embeddings.json", "embeddings.npy",
                                                      "users.parquet"]
+
+
+def test_a_partition_reads_only_its_row_groups(toy: ToyPaths, random_model: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A feature table ordered by partition, each partition in its own row groups (as the
+    feature merge writes it): embedding partition 1 reads only partition 1's row groups and gives
+    the rows of the table embedded in one piece."""
+    table = pl.read_parquet(toy.features)
+    table = (table.with_columns(pl.Series("p", shard_of(table.get_column("user_id"), 3)))
+             .sort("p", "user_id"))
+    features = tmp_path / "features.parquet"
+    with pq.ParquetWriter(features, table.drop("p").to_arrow().schema) as writer:
+        for _, chunk in table.group_by("p", maintain_order=True):
+            writer.write_table(chunk.drop("p").to_arrow(), row_group_size=400)
+    read: list[int] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def spy(self: pq.ParquetFile, *args: object, row_groups: list[int], **kwargs: object) -> object:
+        read.extend(row_groups)
+        return iter_batches(self, *args, row_groups=row_groups, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    rows = partition_rows(features, 1, 3)
+    paths = embed_partition(features, toy.spec, random_model, tmp_path / "out", 1, rows,
+                            batch_size=300)
+    sizes = np.array([pq.ParquetFile(features).metadata.row_group(g).num_rows
+                      for g in range(pq.ParquetFile(features).num_row_groups)])
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    expected = [g for g in range(len(sizes)) if rows[0] <= starts[g] < rows[-1] + 1]
+    assert read == expected and len(expected) < len(sizes)
+    monkeypatch.undo()
+    whole = embed_population(features, toy.spec, random_model, tmp_path / "whole")
+    np.testing.assert_array_equal(np.load(paths.embeddings), np.load(whole.embeddings)[rows])
 
 
 def test_assembly_refuses_parts_that_miss_users(toy: ToyPaths, random_model: Path,

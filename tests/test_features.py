@@ -26,6 +26,7 @@ from lookalike.data.features import (
     profile_feature_frame,
 )
 from lookalike.data.ingest import Table, load_events, load_profiles
+from lookalike.data.partitions import shard_count, shard_of
 from lookalike.data.schema import USER_ID
 from lookalike.data.spec import (
     CategoricalFeature,
@@ -237,7 +238,8 @@ def test_user_partitions_give_the_single_partition_features(
 
 def _in_memory_reference(events: Table, profiles: Table, as_of: datetime,
                          config: LookalikeConfig) -> tuple[pl.DataFrame, FeatureSpec]:
-    """The feature table and spec computed with the whole table in memory (the library streams it)."""
+    """The feature table and spec computed with the whole table in memory (the library streams it),
+    rows ordered by population partition (index shard), then ``user_id``."""
     parts, _ = event_partitions(events.frame, as_of, config.features)
     event_frame = pl.concat([part.collect() for part in parts])
     event_columns = [c for c in event_frame.columns if c != USER_ID]
@@ -246,7 +248,10 @@ def _in_memory_reference(events: Table, profiles: Table, as_of: datetime,
     table = profile_frame.collect().join(event_frame, on=USER_ID, how="left").with_columns(pl.col(counts).fill_null(0))
     categorical = [c for c in kinds.categorical if table.get_column(c).n_unique() <= table.height / 2]
     numeric = event_columns + kinds.numeric
-    table = table.select([USER_ID, *numeric, *categorical]).sort(USER_ID)
+    table = table.select([USER_ID, *numeric, *categorical])
+    n_shards = shard_count(table.height, config.index)
+    table = (table.with_columns(pl.Series("shard", shard_of(table.get_column(USER_ID), n_shards)))
+             .sort("shard", USER_ID).drop("shard"))
     fit = config.features
     sample = table.sample(fit.scaling_sample, seed=0)
     spec = FeatureSpec(
@@ -267,12 +272,14 @@ def synthetic_1500(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData:
     return generate(tmp_path_factory.mktemp("synthetic_1500"), 1500, events_per_user=10, seed=4)
 
 
-@pytest.mark.parametrize("id_kind", ["int", "str"])
+@pytest.mark.parametrize(("id_kind", "shards"), [("int", 1), ("str", 1), ("int", 3), ("str", 3)])
 def test_streamed_table_and_spec_equal_the_in_memory_ones(
-    tmp_path: Path, synthetic_1500: GeneratedData, id_kind: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synthetic_1500: GeneratedData, id_kind: str, shards: int,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several user partitions, row groups and a scaling sample smaller than the table; an
-    identifier-like profile column; event users without a profile and profile users without events."""
+    identifier-like profile column; event users without a profile and profile users without events;
+    with index shards, each shard's users are a run of whole row groups."""
     monkeypatch.setattr(lookalike.data.features, "PARQUET_ROW_GROUP", 400)
     events = pl.read_parquet(synthetic_1500.events)
     profiles = (pl.read_parquet(synthetic_1500.profiles).filter(pl.col(USER_ID) % 10 != 3)
@@ -284,7 +291,8 @@ def test_streamed_table_and_spec_equal_the_in_memory_ones(
     as_of = parse_as_of(json.loads(synthetic_1500.truth_json.read_text())["as_of"])
     base = load_config(synthetic_1500.config)
     config = base.model_validate({**base.model_dump(), "features": {
-        **base.features.model_dump(), "partition_events": 3000, "scaling_sample": 1000}})
+        **base.features.model_dump(), "partition_events": 3000, "scaling_sample": 1000},
+        "index": {**base.index.model_dump(), "shards": shards}})
     assert events.filter(pl.col("event_time") < as_of).height > 4 * 3000
     out = tmp_path / "out"
     result = compute_features(load_events(str(tmp_path / "events.parquet")),
@@ -297,7 +305,10 @@ def test_streamed_table_and_spec_equal_the_in_memory_ones(
     assert any(n.startswith("events of ") and n.endswith("users not in profiles were ignored") for n in result.notes)
     assert pl.read_parquet(out / "f.parquet").equals(table)
     row_groups = pq.ParquetFile(out / "f.parquet").metadata
-    assert max(row_groups.row_group(i).num_rows for i in range(row_groups.num_row_groups)) <= 400
+    sizes = [row_groups.row_group(i).num_rows for i in range(row_groups.num_row_groups)]
+    assert max(sizes) <= 400
+    shard_starts = np.flatnonzero(np.diff(shard_of(table.get_column(USER_ID), shards))) + 1
+    assert set(shard_starts) <= set(np.cumsum(sizes).tolist())
     assert (out / "f.json").read_text() == spec.save(tmp_path / "reference.json").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["f.json", "f.parquet"]  # scratch files removed
 

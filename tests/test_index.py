@@ -15,10 +15,16 @@ import lookalike.search.exact as exact_module
 import lookalike.search.index as index_module
 from lookalike.core.config import IndexConfig
 from lookalike.core.errors import ArtifactError, LookalikeError
-from lookalike.search.index import AnnIndex, build_index, compact, locality_order, recall_at_k
+from lookalike.data.partitions import shard_count, shard_of
 from lookalike.search.exact import exact_search
+from lookalike.search.index import (
+    AnnIndex,
+    build_index,
+    compact,
+    locality_order,
+    recall_at_k,
+)
 from lookalike.search.manifest import read_index_manifest
-from lookalike.search.sharding import shard_count, shard_of
 
 BUILD = "build-1"
 # One thread makes hnswlib builds reproducible; recall_queries small keeps builds fast.
@@ -218,6 +224,27 @@ def test_recall_at_k_counts_hits_per_row() -> None:
     found = np.array([[1, 2, 3], [4, 5, 6]])
     truth = np.array([[3, 9, 1], [7, 8, 4]])
     assert recall_at_k(found, truth) == pytest.approx(3 / 6)
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_manifest_recall_measured_shard_by_shard_equals_the_whole_index_against_exact_search(
+    tmp_path: Path, shards: int
+) -> None:
+    """The build measures recall one shard at a time; the figures are the loaded index's (all
+    shards merged) against exact search over everyone, on the same seeded queries. A small
+    ef_construction and ef keep recall below 1, so a wrong merge would show."""
+    embeddings = random_vectors(3000, 16, 0)
+    config = CONFIG.model_copy(update={"shards": shards, "M": 4, "ef_construction": 10, "ef": 10,
+                                       "recall_floor": 0.0, "recall_queries": 300})
+    manifest = read_index_manifest(build(tmp_path, embeddings, config))
+    index = AnnIndex.load(tmp_path / "index")
+    rng = np.random.default_rng(config.seed)
+    queries = embeddings[np.sort(rng.choice(3000, size=300, replace=False))]
+    found, _ = index.query(queries, k=100, ef=config.ef)
+    truth, _ = naive_top_k(embeddings, queries, 100)
+    assert manifest.recall_at_10 == pytest.approx(recall_at_k(found[:, :10], truth[:, :10]))
+    assert manifest.recall_at_100 == pytest.approx(recall_at_k(found, truth))
+    assert manifest.recall_at_100 < 0.99
 
 
 @pytest.mark.parametrize(

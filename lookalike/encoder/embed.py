@@ -3,7 +3,7 @@
 :func:`embed_population` streams the feature table through the candidate tower into
 ``embeddings.npy`` (row i = row i of ``users.parquet``), with bounded memory. The same files in
 pieces: :func:`embed_partition` embeds one population partition (the users of one index shard,
-:func:`lookalike.search.sharding.shard_of`) into ``parts/``, so partitions can be embedded in
+:func:`lookalike.data.partitions.shard_of`) into ``parts/``, so partitions can be embedded in
 separate processes, and :func:`assemble_embeddings` scatters the parts into the files
 :func:`embed_population` writes, byte for byte. :func:`embed_users` embeds given users (seeds)
 with the query tower.
@@ -157,8 +157,9 @@ def embed_partition(
     shard ``part``, :func:`lookalike.build_steps.partition_rows`) into
     ``out_dir/parts/part-<part>.npy``, with the row numbers in ``part-<part>.rows.npy``.
 
-    The table is read ``batch_size`` rows at a time and only the partition's rows of each batch
-    are kept, so memory is one batch plus the partition's memory-mapped output. Each row's
+    Only the row groups holding ``rows`` are read (the feature table keeps each partition in its
+    own row groups), ``batch_size`` rows at a time, so memory is one batch plus the partition's
+    memory-mapped output. Each row's
     embedding is the one :func:`embed_population` computes (inference is row by row), which
     :func:`assemble_embeddings` relies on.
     """
@@ -174,14 +175,11 @@ def embed_partition(
     with atomic_write(paths.embeddings) as emb_tmp:
         matrix = np.lib.format.open_memmap(emb_tmp, mode="w+", dtype=dtype, shape=(len(rows), dim))
         def frames() -> Iterator[pl.DataFrame]:
-            start = 0
-            for record_batch in parquet.iter_batches(batch_size=batch_size, columns=spec.columns):
-                end = start + record_batch.num_rows
-                lo, hi = np.searchsorted(rows, [start, end])
+            for start, record_batch in _batches_holding(parquet, rows, batch_size, spec.columns):
+                lo, hi = np.searchsorted(rows, [start, start + record_batch.num_rows])
                 if hi > lo:
                     taken = record_batch.take(pa.array(rows[lo:hi] - start))
                     yield cast(pl.DataFrame, pl.from_arrow(taken))
-                start = end
 
         done = 0
         for vectors in embed_batches(frames(), spec, model):
@@ -193,6 +191,20 @@ def embed_partition(
     with atomic_write(paths.rows) as rows_tmp, open(rows_tmp, "wb") as fh:
         np.save(fh, rows)
     return paths
+
+
+def _batches_holding(parquet: pq.ParquetFile, rows: np.ndarray, batch_size: int,
+                     columns: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """The record batches of the row groups holding any of ``rows`` (ascending), each with the row
+    number of its first row."""
+    sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for group in np.unique(np.searchsorted(starts, rows, side="right") - 1):
+        start = int(starts[group])
+        for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[int(group)],
+                                          columns=columns):
+            yield start, batch
+            start += batch.num_rows
 
 
 def assemble_embeddings(

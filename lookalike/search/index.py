@@ -56,6 +56,7 @@ from lookalike.core.config import IndexConfig
 from lookalike.core.errors import ArtifactError, LookalikeError
 from lookalike.core.parallel import usable_cores
 from lookalike.core.progress import Progress, eta
+from lookalike.data.partitions import shard_count, shard_of
 from lookalike.search.exact import exact_search
 from lookalike.search.manifest import (
     SPACE,
@@ -65,15 +66,12 @@ from lookalike.search.manifest import (
     read_index_manifest,
     shard_file_name,
 )
-from lookalike.search.sharding import shard_count, shard_of
 from lookalike.search.vectors import (
     checked_vectors,
+    open_embeddings,
     read_user_ids,
     unit_vectors,
-    open_embeddings,
 )
-
-
 
 RECALL_CUTOFFS = (10, 100)
 
@@ -238,37 +236,56 @@ def write_index_manifest(
     shards = checked_shard_set(shards)
     if not sum(s.count for s in shards):
         raise ArtifactError(f"the shards in {out_dir} are empty: there are no users to index")
-    embeddings = open_embeddings(embeddings_path)
+    n_rows, dim = open_embeddings(embeddings_path).shape
     manifest = IndexManifest(
         model_build_id=model_build_id,
-        dim=embeddings.shape[1],
+        dim=dim,
         M=config.M,
         ef_construction=config.ef_construction,
         ef=config.ef,
         seed=config.seed,
         n_shards=len(shards),
         element_count=sum(s.count for s in shards),
-        label_bound=len(embeddings),
+        label_bound=n_rows,
         shards=shards,
     )
-    index = AnnIndex._open(out_dir, manifest, spare_elements=0, threads=config.threads)
-    removed = np.flatnonzero(~index._has_label(np.arange(len(embeddings))))
-    if len(removed) != len(embeddings) - index.live_count:
-        raise ArtifactError(
-            f"the shards in {out_dir} hold labels outside the {len(embeddings)} rows of "
-            f"{embeddings_path}; they were built from other embeddings"
-        )
-    recall = _measure_recall(index, embeddings, removed, config, config.ef)
-    _enforce_recall_floor(recall, index, embeddings, removed, config)
+    views = [_ShardView(out_dir, manifest, info, config.threads) for info in shards]
+    indexed = np.zeros(n_rows, dtype=bool)
+    for view in views:
+        if len(view.labels) and (view.labels[0] < 0 or view.labels[-1] >= n_rows):
+            raise ArtifactError(
+                f"the shards in {out_dir} hold labels outside the {n_rows} rows of "
+                f"{embeddings_path}; they were built from other embeddings"
+            )
+        indexed[view.labels] = True
+    if indexed.sum() != sum(len(view.labels) for view in views):
+        raise ArtifactError(f"the shards in {out_dir} share labels; rebuild the index")
+    recall = _measure_recall(views, embeddings_path, indexed, config, config.ef)
+    _enforce_recall_floor(recall, views, embeddings_path, indexed, config)
     manifest = replace(
         manifest,
-        removed=removed.tolist(),
+        removed=np.flatnonzero(~indexed).tolist(),
         recall_at_10=recall[10],
         recall_at_100=recall[100],
-        recall_queries=min(config.recall_queries, index.live_count),
+        recall_queries=min(config.recall_queries, int(indexed.sum())),
     )
     manifest.save(out_dir)
     return manifest
+
+
+class _ShardView:
+    """One shard of an index being measured: its labels (ascending), and the shard loaded only
+    while it is queried, so measuring holds one shard at a time (all of them at 10M users:
+    about 3 GiB, 2026-12-07)."""
+
+    def __init__(self, out_dir: Path, manifest: IndexManifest, info: ShardInfo, threads: int | None):
+        self._open = lambda: AnnIndex._open(out_dir, replace(manifest, shards=[info], n_shards=1),
+                                            spare_elements=0, threads=threads)
+        index = self._open()
+        self.labels = np.sort(np.asarray(index._shards[0].get_ids_list(), dtype=np.int64))
+
+    def query(self, queries: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._open().query(queries, k, ef=ef)
 
 
 def build_index(
@@ -346,30 +363,53 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _measure_recall(
-    index: AnnIndex, embeddings: np.ndarray, removed: np.ndarray, config: IndexConfig, ef: int
+    views: list[_ShardView], embeddings_path: Path, indexed: np.ndarray, config: IndexConfig,
+    ef: int,
 ) -> dict[int, float]:
-    live = index._live_among(np.arange(len(embeddings)))
+    """Recall of the merged shards' top-k against exact search over the indexed rows, measured one
+    shard at a time: each shard's HNSW top-k and its exact top-k (over that shard's rows only,
+    read with a fresh memory map, so at most one shard's embeddings are resident), each merged
+    across shards as :meth:`AnnIndex.query` merges them."""
     rng = np.random.default_rng(config.seed)
+    live = np.flatnonzero(indexed)
     sample = np.sort(rng.choice(live, size=min(config.recall_queries, len(live)), replace=False))
-    queries = np.asarray(embeddings[sample])
-    k = min(max(RECALL_CUTOFFS), index.live_count)
-    truth, _ = exact_search(embeddings, queries, k, exclude=removed)
-    found, _ = index.query(queries, k, ef=ef)
-    return {c: recall_at_k(found[:, :c], truth[:, :c]) for c in RECALL_CUTOFFS}
+    queries = float32_rows(open_embeddings(embeddings_path), sample)
+    k = min(max(RECALL_CUTOFFS), len(live))
+    found, truth = [], []
+    for view in views:
+        if not len(view.labels):
+            continue
+        found.append(view.query(queries, k, ef))
+        positions, sims = exact_search(float32_rows(open_embeddings(embeddings_path), view.labels),
+                                       queries, k)
+        truth.append((view.labels[positions], sims))
+    found_labels, _ = top_k_of_union(found, k)
+    truth_labels, _ = top_k_of_union(truth, k)
+    return {c: recall_at_k(found_labels[:, :c], truth_labels[:, :c]) for c in RECALL_CUTOFFS}
+
+
+def top_k_of_union(results: list[tuple[np.ndarray, np.ndarray]], k: int,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most similar of the ``(labels, sims)`` results of each query row, most similar
+    first (ties kept in the results' order)."""
+    labels = np.concatenate([labels for labels, _ in results], axis=1)
+    sims = np.concatenate([sims for _, sims in results], axis=1)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(labels, order, 1), np.take_along_axis(sims, order, 1)
 
 
 def _enforce_recall_floor(
     recall: dict[int, float],
-    index: AnnIndex,
-    embeddings: np.ndarray,
-    removed: np.ndarray,
+    views: list[_ShardView],
+    embeddings_path: Path,
+    indexed: np.ndarray,
     config: IndexConfig,
 ) -> None:
     if recall[100] >= config.recall_floor:
         return
     used_ef = max(config.ef, *RECALL_CUTOFFS)
     wider_ef = FLOOR_DIAGNOSTIC_EF_FACTOR * used_ef
-    wider = _measure_recall(index, embeddings, removed, config, wider_ef)[100]
+    wider = _measure_recall(views, embeddings_path, indexed, config, wider_ef)[100]
     if wider >= config.recall_floor:
         advice = f"raise index.ef (ef={wider_ef} reaches recall@100 {wider:.3f})"
     else:
@@ -591,9 +631,7 @@ class AnnIndex:
             all_sims.append(sims)
         if len(all_labels) == 1 and not len(excluded):
             return all_labels[0][:, :k], all_sims[0][:, :k], short
-        labels, sims = np.concatenate(all_labels, axis=1), np.concatenate(all_sims, axis=1)
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(labels, order, 1), np.take_along_axis(sims, order, 1), short
+        return *top_k_of_union(list(zip(all_labels, all_sims, strict=True)), k), short
 
     def _knn(
         self, shard: hnswlib.Index, queries: np.ndarray, k: int, ef: int

@@ -14,7 +14,7 @@ from lookalike.core.artifacts import (
     write_json,
 )
 from lookalike.core.errors import ArtifactError
-from lookalike.search.sharding import SHARD_HASH
+from lookalike.data.partitions import SHARD_HASH
 
 SPACE = "ip"
 MANIFEST_NAME = "index.json"

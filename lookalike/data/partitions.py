@@ -1,6 +1,8 @@
-"""Which shard a user lands in: a stable hash of ``user_id`` (splitmix64 of integers, blake2b of
-text) modulo the shard count, the same in every process, on every machine and with every
-library version.
+"""The population's partitions: a user's partition (= index shard) is a stable hash of ``user_id``
+(splitmix64 of integers, blake2b of text) modulo the partition count, the same in every process,
+on every machine and with every library version. The feature table is written partition by
+partition (:func:`lookalike.data.features.merge_feature_partitions`), and the embeddings and the
+index shards follow it.
 """
 
 from __future__ import annotations
