@@ -136,7 +136,8 @@ def feature_differences(
         ]
     ).with_columns(pl.col("user_id").cast(schema["user_id"]))
     # Sorted: a join's row order varies between runs and float means depend on it.
-    frame = lazy.join(groups.lazy(), on="user_id", how="inner").collect().sort("user_id")
+    wanted = lazy.filter(pl.col("user_id").is_in(groups.get_column("user_id").implode()))
+    frame = wanted.collect(engine="streaming").join(groups, on="user_id").sort("user_id")
     audience = frame.filter(pl.col("group") == "audience")
     eligible = frame.filter(pl.col("group") == "eligible")
     columns = [c for c in schema.names() if c != "user_id"]
