@@ -26,6 +26,7 @@ from lookalike.data.features import (
     profile_feature_frame,
 )
 from lookalike.data.ingest import Table, load_events, load_profiles
+from lookalike.data.parquet_rows import read_rows
 from lookalike.data.partitions import shard_count, shard_of
 from lookalike.data.schema import USER_ID
 from lookalike.data.spec import (
@@ -356,3 +357,18 @@ def test_features_written_as_separate_partition_steps_equal_one_call_byte_for_by
     assert sorted(p.name for p in build.root.iterdir()) == [
         "conversions.parquet", "feature_sketch.json", "feature_spec.json", "features.parquet",
         "ingest_report.json"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 999), unique=True, max_size=60), st.integers(1, 300))
+def test_read_rows_gives_the_rows_of_the_table_in_order(tmp_path_factory: pytest.TempPathFactory,
+                                                        rows: list[int], batch_size: int) -> None:
+    path = tmp_path_factory.mktemp("rows") / "t.parquet"
+    table = pl.DataFrame({"user_id": np.arange(1000) * 7, "x": np.arange(1000) / 3})
+    pq.write_table(table.to_arrow(), path, row_group_size=128)
+    wanted = np.array(sorted(rows), dtype=np.int64)
+    batches = list(read_rows(pq.ParquetFile(path), wanted, ["x", "user_id"], batch_size))
+    assert all(0 < b.num_rows <= batch_size for b in batches)
+    read = pl.concat([pl.from_arrow(b) for b in batches]) if batches else None
+    expected = table.select("x", "user_id")[wanted]
+    assert (read is None and wanted.size == 0) or read.equals(expected)

@@ -21,6 +21,7 @@ from typing import Protocol, cast
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -29,6 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from lookalike.audience.crossfit import cross_fitted_scores
 from lookalike.core.errors import ArtifactError
 from lookalike.core.parallel import thread_map
+from lookalike.data.parquet_rows import read_rows
 from lookalike.data.spec import FeatureSpec, encode, model_inputs
 
 BATCH_ROWS = 65_536
@@ -87,25 +89,26 @@ class ParquetFeatures:
             )
 
     def take(self, rows: np.ndarray) -> np.ndarray:
+        """Read one batch at a time (:func:`lookalike.data.parquet_rows.read_rows`): a polars scan
+        with a row-index filter held the table's columns (10M users, 40,000 rows: 2.2 GiB, 7.1 s,
+        2026-12-07)."""
         wanted, positions = np.unique(rows, return_inverse=True)
-        frame = (
-            pl.scan_parquet(self.path).select(self.columns).with_row_index("_row")
-            .filter(pl.col("_row").is_in(pl.Series(wanted, dtype=pl.UInt32).implode()))
-            .collect()
-        )
+        frames = [self._frame(batch) for batch in read_rows(pq.ParquetFile(self.path), wanted,
+                                                            self.columns, self.batch_rows)]
+        frame = pl.concat(frames) if frames else pl.read_parquet(self.path, columns=self.columns,
+                                                                 n_rows=0)
         return self._inputs(frame)[positions]
 
     def map_rows(self, rows: np.ndarray, score: BlockScorer) -> np.ndarray:
-        out = np.empty(len(rows))
-        parquet = pq.ParquetFile(self.path)
-        start = 0
-        for batch in parquet.iter_batches(batch_size=self.batch_rows, columns=self.columns):
-            lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
-            if hi > lo:
-                frame = cast(pl.DataFrame, pl.from_arrow(batch))[rows[lo:hi] - start]
-                out[lo:hi] = score(self._inputs(frame))
-            start += batch.num_rows
+        out, done = np.empty(len(rows)), 0
+        for batch in read_rows(pq.ParquetFile(self.path), rows, self.columns, self.batch_rows):
+            out[done : done + batch.num_rows] = score(self._inputs(self._frame(batch)))
+            done += batch.num_rows
         return out
+
+    @staticmethod
+    def _frame(batch: pa.RecordBatch) -> pl.DataFrame:
+        return cast(pl.DataFrame, pl.from_arrow(batch))
 
     def _inputs(self, frame: pl.DataFrame) -> np.ndarray:
         return model_inputs(encode(frame, self.spec), self.spec.cardinalities)

@@ -28,6 +28,7 @@ import torch
 from lookalike.core.artifacts import atomic_write, sha256_file, write_json
 from lookalike.core.config import EmbeddingStorage
 from lookalike.core.errors import ArtifactError, InputError
+from lookalike.data.parquet_rows import read_rows
 from lookalike.data.spec import FeatureSpec, encode
 from lookalike.encoder.model import (
     Tower,
@@ -174,15 +175,11 @@ def embed_partition(
     paths = part_paths(out_dir, part)
     with atomic_write(paths.embeddings) as emb_tmp:
         matrix = np.lib.format.open_memmap(emb_tmp, mode="w+", dtype=dtype, shape=(len(rows), dim))
-        def frames() -> Iterator[pl.DataFrame]:
-            for start, record_batch in _batches_holding(parquet, rows, batch_size, spec.columns):
-                lo, hi = np.searchsorted(rows, [start, start + record_batch.num_rows])
-                if hi > lo:
-                    taken = record_batch.take(pa.array(rows[lo:hi] - start))
-                    yield cast(pl.DataFrame, pl.from_arrow(taken))
+        frames = (cast(pl.DataFrame, pl.from_arrow(batch))
+                  for batch in read_rows(parquet, rows, spec.columns, batch_size))
 
         done = 0
-        for vectors in embed_batches(frames(), spec, model):
+        for vectors in embed_batches(frames, spec, model):
             matrix[done : done + len(vectors)] = vectors
             done += len(vectors)
             say(f"embedded {done}/{len(rows)} users of partition {part}")
@@ -191,20 +188,6 @@ def embed_partition(
     with atomic_write(paths.rows) as rows_tmp, open(rows_tmp, "wb") as fh:
         np.save(fh, rows)
     return paths
-
-
-def _batches_holding(parquet: pq.ParquetFile, rows: np.ndarray, batch_size: int,
-                     columns: list[str]) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """The record batches of the row groups holding any of ``rows`` (ascending), each with the row
-    number of its first row."""
-    sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
-    starts = np.concatenate([[0], np.cumsum(sizes)])
-    for group in np.unique(np.searchsorted(starts, rows, side="right") - 1):
-        start = int(starts[group])
-        for batch in parquet.iter_batches(batch_size=batch_size, row_groups=[int(group)],
-                                          columns=columns):
-            yield start, batch
-            start += batch.num_rows
 
 
 def assemble_embeddings(
