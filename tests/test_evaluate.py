@@ -15,7 +15,8 @@ from sklearn.metrics import roc_auc_score
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
 from lookalike.evaluation.methods import METHODS
 from lookalike.evaluation.metrics import auc_score, cutoff_size, gains_curve, method_figures, paired_differences, ranking_positions
-from lookalike.evaluation.evaluate import evaluate, seed_separability
+from lookalike.evaluation.evaluate import evaluate, seed_memorization
+from lookalike.evaluation.methods import Population
 from lookalike.evaluation.split import holdout_split, training_conversions
 from lookalike.data.synthetic import generate
 
@@ -120,15 +121,24 @@ def test_a_method_against_itself_differs_by_exactly_zero() -> None:
         assert d.value == 0 and d.ci95 == (0, 0) and not d.clear
 
 
-def test_seed_separability_is_chance_for_alike_groups_and_high_for_memorized_ones() -> None:
+def test_seed_memorization_is_chance_for_alike_groups_and_high_for_memorized_ones() -> None:
     rng = np.random.default_rng(6)
-    vectors = rng.standard_normal((4000, 8))
+    raw = rng.standard_normal((4000, 8))
     seeds, heldout = np.arange(0, 1500), np.arange(1500, 3000)
-    assert abs(seed_separability(vectors, seeds, heldout, seed=0) - 0.5) < 0.05
-    memorized = vectors.copy()
+
+    def figures(embedding: np.ndarray, seed_rows: np.ndarray = seeds) -> dict:
+        population = Population(pl.Series("user_id", np.arange(4000)), raw, None, embedding, embedding)
+        return seed_memorization(population, seed_rows, heldout, LookalikeConfig())
+
+    alike = figures(raw.copy())
+    assert abs(alike["embedding"] - 0.5) < 0.05 and not alike["flagged"]
+    assert alike["embedding_low"] < alike["embedding"] < alike["embedding_high"] < 0.6
+    memorized = raw.copy()
     memorized[seeds, 0] += 1.5  # the training converters pulled together along one direction
-    assert seed_separability(memorized, seeds, heldout, seed=0) > 0.8
-    assert np.isnan(seed_separability(vectors, seeds[:3], heldout, seed=0))
+    judged = figures(memorized)
+    assert judged["embedding"] > 0.8 and judged["flagged"]
+    assert (judged["seeds"], judged["heldout"]) == (1500, 1500)
+    assert np.isnan(figures(raw, seeds[:3])["embedding"])
 
 
 def conversions_frame(with_times: bool) -> pl.DataFrame:
@@ -215,8 +225,11 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
             top = max(f["cutoffs"][cutoff]["precision"]["value"] for f in strategies.values())
             assert strategies[best[f"precision@{cutoff}"]]["cutoffs"][cutoff]["precision"]["value"] == top
     for figures in report["types"].values():
-        assert set(figures["memorization"]) == {"embedding", "raw"}
-        assert all(0.0 <= auc <= 1.0 for auc in figures["memorization"].values())
+        m = figures["memorization"]
+        assert set(m) == {"embedding", "raw", "embedding_low", "embedding_high", "seeds", "heldout",
+                          "flagged"}
+        assert 0.0 <= m["embedding_low"] <= m["embedding"] <= m["embedding_high"] <= 1.0
+        assert 0.0 <= m["raw"] <= 1.0 and (m["seeds"], m["heldout"]) == (figures["seeds"], figures["heldout"])
     assert markdown.count("Seeds vs held-out converters of this type") == len(report["types"])
     assert result.gains_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trained_on = pl.read_parquet(next((tmp_path / "work").rglob("training_conversions.parquet")))

@@ -33,7 +33,7 @@ from lookalike.encoder.health import (
     EmbeddingHealth,
     check_not_collapsed,
     embedding_health,
-    separability_auc,
+    memorization_figures,
 )
 from lookalike.encoder.losses import (
     loss_function,
@@ -190,9 +190,11 @@ def train(
     memorized = memorization(model, data, validation, spec, tc)
     for name, figures in memorized.items():
         if figures["flagged"]:
-            say(f"warning: the encoder memorized its '{name}' converters (seeds vs held-out AUC "
-                f"{figures['embedding']:.3f} in the embedding, {figures['raw']:.3f} on the raw "
-                "features): exports of these converters will not lean on the embedding")
+            say(f"warning: the encoder may have memorized its '{name}' converters (seeds vs "
+                f"held-out AUC {figures['embedding']:.3f} [{figures['embedding_low']:.3f}, "
+                f"{figures['embedding_high']:.3f}] in the embedding, {figures['raw']:.3f} on the "
+                f"raw features, {figures['heldout']} held out): exports of these converters will "
+                "not lean on the embedding")
     return _write_model(
         Path(out_dir), model, spec_path, config, data, validation, state, stop_reason, health,
         memorized,
@@ -620,14 +622,14 @@ def memorization(
 ) -> dict[str, dict[str, Any]]:
     """Per trained type: has the encoder memorized its training converters?
 
-    A logistic regression tells up to ``validation_max_seeds`` of the type's training converters
-    from its held-out converters (5-fold AUC, :func:`lookalike.encoder.health.separability_auc`),
-    once in the embedding and once on the raw features. Both groups are converters of the same
-    type, so a space that learned what such converters look like scores about 0.5; the type is
-    flagged when the embedding scores above ``tc.memorization_limit`` and above the raw features:
-    the encoder put *these* users somewhere new converters do not follow, and an audience built on
-    them in the embedding would find fewer new converters than its seeds suggest. ``None``
-    figures: fewer than ``tc.memorization_min_heldout`` held-out converters, too few to judge.
+    Up to ``validation_max_seeds`` of the type's training converters against its held-out
+    converters, in the embedding and on the raw features, measured and judged by
+    :func:`lookalike.encoder.health.memorization_figures` (the measure the evaluation reports):
+    flagged when the embedding's interval reaches above ``tc.memorization_limit`` and the
+    embedding scores above the raw features. The encoder then put *these* users somewhere new
+    converters do not follow, and an audience built on them in the embedding would find fewer new
+    converters than its seeds suggest. ``None`` figures: fewer than ``tc.memorization_min_heldout``
+    held-out converters, too few to judge.
     """
     rng = _rng(tc.seed, MEMORIZATION_STREAM)
     figures = {}
@@ -640,12 +642,11 @@ def memorization(
                              "flagged": False}
             continue
         encoded = data.features.rows(rows)
-        spaces = {"embedding": embed_encoded(model, encoded, "candidate"),
-                  "raw": raw_feature_vectors(encoded, spec.cardinalities)}
-        auc = {space: separability_auc(x[: len(seeds)], x[len(seeds):], 5, tc.seed)
-               for space, x in spaces.items()}
-        flagged = auc["embedding"] > max(tc.memorization_limit, auc["raw"])
-        figures[name] = {**auc, "heldout": len(heldout), "flagged": bool(flagged)}
+        embedding = embed_encoded(model, encoded, "candidate")
+        raw = raw_feature_vectors(encoded, spec.cardinalities)
+        n = len(seeds)
+        figures[name] = memorization_figures((embedding[:n], embedding[n:]), (raw[:n], raw[n:]),
+                                             tc.memorization_limit, tc.seed)
     return figures
 
 

@@ -33,8 +33,9 @@ class TypeEvaluation:
     default_method: str
     # The default method minus each other method (random left out), keyed by the other's name.
     comparisons: dict[str, dict[str, Difference]]
-    # 5-fold AUC of telling the seeds from the held-out converters, by space ("embedding", "raw")
-    memorization: dict[str, float]
+    # Seeds vs held-out converters (lookalike.encoder.health.memorization_figures): AUC by space
+    # ("embedding", "raw"), the embedding's interval, group sizes, and the build's rule's verdict
+    memorization: dict[str, Any]
 
     def best_strategies(self) -> dict[str, str]:
         """The two-tower method with the highest AUC and with the highest precision at each cutoff."""
@@ -113,10 +114,12 @@ def markdown_report(
                       for c in config.cutoffs]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        m = t.memorization
         lines += [f"Seeds vs held-out converters of this type, 5-fold AUC of a logistic regression: "
-                  f"embedding {t.memorization['embedding']:.3f}, raw features "
-                  f"{t.memorization['raw']:.3f} (about 0.5 when the encoder treats the users it "
-                  "trained on like new ones).", ""]
+                  f"embedding {m['embedding']:.3f} [{m['embedding_low']:.3f}, "
+                  f"{m['embedding_high']:.3f}], raw features {m['raw']:.3f} (about 0.5 when the "
+                  "encoder treats the users it trained on like new ones; the build's rule would "
+                  f"{'' if m['flagged'] else 'not '}flag these seeds as memorized).", ""]
         lines += comparison_table(t, config)
         best = t.best_strategies()
         lines += ["Best two-tower strategy on this type: AUC `" + best["auc"] + "`, " + ", ".join(
