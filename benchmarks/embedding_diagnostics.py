@@ -29,18 +29,21 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lookalike.core.config import LookalikeConfig, ModelConfig  # noqa: E402
+from lookalike.core.config import LookalikeConfig, ModelConfig
+from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode
+from lookalike.encoder.model import EncoderTower
 from lookalike.evaluation.evaluate import MODEL_FOLDER, seed_memorization
 from lookalike.evaluation.methods import Population, load_population
 from lookalike.evaluation.split import holdout_split
-from lookalike.encoder.model import EncoderTower  # noqa: E402
-from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode  # noqa: E402
 
 # Each synthetic type's weights on the 5-d latent (lookalike.data.synthetic's table).
 DIRECTIONS = {"subscribe": [1, 1, 0, 0, 0], "premium_upgrade": [0, 0, 1, -1, 0],

@@ -13,12 +13,18 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
-from lookalike.evaluation.methods import METHODS
-from lookalike.evaluation.metrics import auc_score, cutoff_size, gains_curve, method_figures, paired_differences, ranking_positions
-from lookalike.evaluation.evaluate import evaluate, seed_memorization
-from lookalike.evaluation.methods import Population
-from lookalike.evaluation.split import holdout_split, training_conversions
 from lookalike.data.synthetic import generate
+from lookalike.evaluation.evaluate import evaluate, seed_memorization
+from lookalike.evaluation.methods import METHODS, Population
+from lookalike.evaluation.metrics import (
+    auc_score,
+    cutoff_size,
+    gains_curve,
+    method_figures,
+    paired_differences,
+    ranking_positions,
+)
+from lookalike.evaluation.split import holdout_split, training_conversions
 
 
 def test_cutoff_metrics_match_a_hand_computed_example() -> None:
@@ -165,7 +171,7 @@ def test_no_heldout_converter_is_a_seed_or_a_training_positive(with_times: bool)
     splits = holdout_split(conversions, 0.3, seed=4)
     heldout = set().union(*(s.heldout.to_list() for s in splits.values()))
     trained_on = set(training_conversions(conversions, splits).get_column("user_id").to_list())
-    for name, split in splits.items():
+    for split in splits.values():
         assert not heldout & set(split.seeds.to_list())
         assert split.heldout.len() == round(0.3 * 40)
         assert split.method == ("time" if with_times else "random")
@@ -208,7 +214,7 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
         assert set(figures["methods"]["random"]["cutoffs"]) == {"0.01", "0.05", "0.1", "0.2"}
     for method in METHODS:
         assert f"| {method} |" in markdown
-    for name, figures in report["types"].items():
+    for figures in report["types"].values():
         default = figures["default_method"]
         assert default == "two_tower_" + config.audience.strategy
         assert set(figures["default_minus"]) == set(METHODS) - {default, "random"}

@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from lookalike.core.config import LookalikeConfig, ModelConfig
 from lookalike.core.errors import TrainingError
+from lookalike.data.spec import EncodedFeatures
 from lookalike.encoder.health import (
     alignment,
     auc_standard_error,
@@ -26,9 +27,8 @@ from lookalike.encoder.health import (
     uniformity,
 )
 from lookalike.encoder.model import Architecture, TwoTowerEncoder, embed_encoded
-from lookalike.data.spec import EncodedFeatures
-from lookalike.testing.toy_tables import ToyPaths
 from lookalike.encoder.train import TrainResult, train
+from lookalike.testing.toy_tables import ToyPaths
 
 
 def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -25,16 +25,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lookalike.core.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
-from lookalike.encoder.augment import corrupt_features
+from lookalike.core.artifacts import (
+    atomic_write,
+    read_json,
+    sha256_file,
+    verify_checksum,
+    write_json,
+)
 from lookalike.core.config import LookalikeConfig, TrainConfig
 from lookalike.core.errors import InputError, TrainingError
+from lookalike.core.parallel import usable_cores
+from lookalike.core.progress import Progress, eta
+from lookalike.data.spec import (
+    EncodedFeatures,
+    FeatureSpec,
+    encode,
+    raw_feature_vectors,
+)
+from lookalike.encoder.augment import corrupt_features
 from lookalike.encoder.health import (
     EmbeddingHealth,
     check_not_collapsed,
     embedding_health,
     memorization_figures,
 )
+from lookalike.encoder.heldout import heldout_recall, split_converters
 from lookalike.encoder.losses import (
     loss_function,
     mean_pair_loss,
@@ -52,11 +67,7 @@ from lookalike.encoder.model import (
     save_model,
     save_weights,
 )
-from lookalike.core.parallel import usable_cores
 from lookalike.encoder.sampler import Batch, ConverterBatchSampler
-from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode, raw_feature_vectors
-from lookalike.encoder.heldout import heldout_recall, split_converters
-from lookalike.core.progress import Progress, eta
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
@@ -509,9 +520,10 @@ def _stop_reason(state: TrainState, tc: TrainConfig) -> str | None:
         return f"reached {tc.epochs} epochs"
     if state.epochs_without_gain >= tc.patience:
         return f"no validation gain for {tc.patience} epochs"
-    if state.history:
-        if state.elapsed_seconds + _epoch_seconds(state.history[-1]) > tc.time_budget_seconds:
-            return f"another epoch would exceed the time budget of {tc.time_budget_seconds:g}s"
+    if state.history and (
+        state.elapsed_seconds + _epoch_seconds(state.history[-1]) > tc.time_budget_seconds
+    ):
+        return f"another epoch would exceed the time budget of {tc.time_budget_seconds:g}s"
     return None
 
 

@@ -19,6 +19,7 @@ from lookalike.core.artifacts import atomic_write
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
 from lookalike.core.errors import InputError
 from lookalike.core.progress import Progress
+from lookalike.encoder.health import memorization_figures
 from lookalike.evaluation.methods import (
     METHODS,
     Population,
@@ -33,7 +34,6 @@ from lookalike.evaluation.metrics import (
 )
 from lookalike.evaluation.report import EvaluationResult, TypeEvaluation, write_report
 from lookalike.evaluation.split import TypeSplit, holdout_split, training_conversions
-from lookalike.encoder.health import memorization_figures
 
 EVALUATION_FOLDER = "evaluations"
 

@@ -95,15 +95,15 @@ def markdown_report(
 ) -> str:
     """One table per conversion type: AUC, precision and lift at every cutoff, 95% intervals."""
     lines = ["# Audience quality on held-out converters", "",
-             f"Encoder trained without the held-out converters: {training['epochs_run']} epochs "
+             (f"Encoder trained without the held-out converters: {training['epochs_run']} epochs "
              f"(best {training['best_epoch']}, {training['stop_reason']}, {training['seconds']}s). "
              f"Brackets: 95% bootstrap intervals over held-out converters ({config.bootstrap} "
-             "resamples).", ""]
+             "resamples)."), ""]
     for name, t in types.items():
         role = "trained" if t.trained else "never trained on"
         lines += [f"## {name} ({role})", "",
-                  f"{t.split.seeds.len()} seeds, {t.split.heldout.len()} held out ({t.split.method} "
-                  f"split), {t.eligible} eligible users.", ""]
+                  (f"{t.split.seeds.len()} seeds, {t.split.heldout.len()} held out ({t.split.method} "
+                  f"split), {t.eligible} eligible users."), ""]
         header = ["method", "AUC"] + [f"P@{c:.0%}" for c in config.cutoffs] + [
             f"lift@{c:.0%}" for c in config.cutoffs]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -115,11 +115,11 @@ def markdown_report(
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         m = t.memorization
-        lines += [f"Seeds vs held-out converters of this type, 5-fold AUC of a logistic regression: "
+        lines += [(f"Seeds vs held-out converters of this type, 5-fold AUC of a logistic regression: "
                   f"embedding {m['embedding']:.3f} [{m['embedding_low']:.3f}, "
                   f"{m['embedding_high']:.3f}], raw features {m['raw']:.3f} (about 0.5 when the "
                   "encoder treats the users it trained on like new ones; the build's rule would "
-                  f"{'' if m['flagged'] else 'not '}flag these seeds as memorized).", ""]
+                  f"{'' if m['flagged'] else 'not '}flag these seeds as memorized)."), ""]
         lines += comparison_table(t, config)
         best = t.best_strategies()
         lines += ["Best two-tower strategy on this type: AUC `" + best["auc"] + "`, " + ", ".join(
@@ -134,8 +134,8 @@ def comparison_table(t: TypeEvaluation, config: EvaluateConfig) -> list[str]:
         return []
     figures = ["auc"] + [f"precision@{c:g}" for c in config.cutoffs]
     header = ["other method", "AUC"] + [f"P@{c:.0%}" for c in config.cutoffs]
-    lines = [f"{t.default_method} (the default) minus each other method, paired 95% intervals; "
-             "`*`: the interval excludes 0.", "",
+    lines = [(f"{t.default_method} (the default) minus each other method, paired 95% intervals; "
+             "`*`: the interval excludes 0."), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for other, differences in t.comparisons.items():
         cells = [other] + [_difference_cell(differences[figure]) for figure in figures]
