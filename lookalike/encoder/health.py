@@ -157,7 +157,7 @@ def memorization_figures(
     features: a held-out group too small to show that the embedding stays at or below ``limit``
     counts as memorized, because the build's held-out converters also chose the best epoch and so
     look more like the seeds than new converters do (UCI Adult, 10,000 users, 3 draws: the build
-    measured 0.506-0.578 on its 168 where the evaluation's 718 fresh converters gave 0.569-0.663).
+    measured 0.49-0.58 on its 168 where the evaluation's 718 fresh converters gave 0.57-0.66).
     """
     figures: dict[str, Any] = {}
     spreads = {}
