@@ -50,6 +50,8 @@ def test_model_records_memorization_on_its_held_out_converters(
                                          strict=True):
         seeds = np.sort(rng.choice(train_rows, min(tc.validation_max_seeds, len(train_rows)),
                                    replace=False))
+        heldout = np.sort(rng.choice(heldout, min(tc.validation_max_seeds, len(heldout)),
+                                     replace=False))
         if len(heldout) < tc.memorization_min_heldout:
             assert recorded[name] == {"embedding": None, "raw": None, "heldout": len(heldout),
                                       "flagged": False}

@@ -634,8 +634,8 @@ def memorization(
 ) -> dict[str, dict[str, Any]]:
     """Per trained type: has the encoder memorized its training converters?
 
-    Up to ``validation_max_seeds`` of the type's training converters against its held-out
-    converters, in the embedding and on the raw features, measured and judged by
+    Up to ``validation_max_seeds`` of the type's training converters against as many of its
+    held-out converters, in the embedding and on the raw features, measured and judged by
     :func:`lookalike.encoder.health.memorization_figures` (the measure the evaluation reports):
     flagged when the embedding's interval reaches above ``tc.memorization_limit`` and the
     embedding scores above the raw features. The encoder then put *these* users somewhere new
@@ -648,6 +648,7 @@ def memorization(
     for name, train_rows, heldout in zip(data.types, validation.train, validation.heldout,
                                          strict=True):
         seeds = _sorted_sample(train_rows, tc.validation_max_seeds, rng)
+        heldout = _sorted_sample(heldout, tc.validation_max_seeds, rng)  # the evaluation's cap too
         rows = np.concatenate([seeds, heldout])
         if len(heldout) < tc.memorization_min_heldout:
             figures[name] = {"embedding": None, "raw": None, "heldout": len(heldout),
