@@ -29,18 +29,21 @@ import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+)
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lookalike.core.config import ModelConfig  # noqa: E402
-from lookalike.evaluation.evaluate import MODEL_FOLDER, seed_separability
+from lookalike.core.config import LookalikeConfig, ModelConfig
+from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode
+from lookalike.encoder.model import EncoderTower
+from lookalike.evaluation.evaluate import MODEL_FOLDER, seed_memorization
 from lookalike.evaluation.methods import Population, load_population
 from lookalike.evaluation.split import holdout_split
-from lookalike.encoder.model import EncoderTower  # noqa: E402
-from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode  # noqa: E402
 
 # Each synthetic type's weights on the 5-d latent (lookalike.data.synthetic's table).
 DIRECTIONS = {"subscribe": [1, 1, 0, 0, 0], "premium_upgrade": [0, 0, 1, -1, 0],
@@ -120,8 +123,8 @@ def aggregations(embeddings: np.ndarray, seeds: np.ndarray, eligible: np.ndarray
 
 def memorization(population: Population, seeds: np.ndarray, heldout: np.ndarray) -> str:
     """Seeds-vs-held-out AUC on the embedding and raw features, and cosines to the seed centroid."""
-    embedded, raw = (seed_separability(space, seeds, heldout, seed=0)
-                     for space in (population.candidates, population.raw))
+    figures = seed_memorization(population, seeds, heldout, LookalikeConfig())
+    embedded, raw = figures["embedding"], figures["raw"]
     centroid = population.candidates[seeds].mean(axis=0)
     centroid /= np.linalg.norm(centroid)
     return (f"seeds vs held-out converters AUC: embedding {embedded:.3f}, raw {raw:.3f}; cosine to "

@@ -65,8 +65,8 @@ import yaml
 
 from lookalike.core.artifacts import atomic_write, write_json
 from lookalike.core.config import LookalikeConfig, load_config
-from lookalike.evaluation.report import TypeEvaluation
 from lookalike.evaluation.evaluate import evaluate
+from lookalike.evaluation.report import TypeEvaluation
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = REPO.parent / "shared" / "datasets"
@@ -250,7 +250,9 @@ def run_case(kind: CaseKind, draw: int, args: argparse.Namespace, base: dict[str
                     "training": result.training["seconds"], "cpu": round(time.process_time() - cpu, 1)},
         "training": result.training, "report": str(result.report_json),
         "settings": settings, "default": f"two_tower_{config.audience.strategy}",
-        "types": {name: type_record(t, config) for name, t in result.types.items()},
+        "types": {name: {**type_record(t, config),
+                         "build_memorization": result.training["memorization"].get(name)}
+                  for name, t in result.types.items()},
     }
     if not args.keep_work:
         shutil.rmtree(folder / "work", ignore_errors=True)
@@ -291,6 +293,20 @@ def rows_by_dataset(records: list[dict[str, Any]]) -> dict[str, list[tuple[dict,
             label = record["case"] if len(record["types"]) == 1 else f"{record['case']}/{name}"
             groups.setdefault(label, []).append((record, t))
     return groups
+
+
+def _interval(figures: dict[str, Any]) -> str:
+    """The embedding's memorization AUC with its interval where there is one."""
+    if "embedding_low" not in figures:
+        return f"{figures['embedding']:.3f}"
+    return f"{figures['embedding']:.3f} [{figures['embedding_low']:.3f}, {figures['embedding_high']:.3f}]"
+
+
+def _build_figure(figures: dict[str, Any] | None) -> str:
+    """The build's memorization verdict: AUC, interval, held-out count, ``*`` when flagged."""
+    if not figures or figures.get("embedding") is None:
+        return "-"
+    return f"{_interval(figures)} ({figures['heldout']}){'*' if figures['flagged'] else ''}"
 
 
 def _mean(values: list[float]) -> float:
@@ -342,18 +358,21 @@ def markdown(records: list[dict[str, Any]], cutoffs: list[float]) -> str:
             above = sum(d["clear"] and d["value"] > 0 for d in ds)
             cells.append(f"{_mean([d['value'] for d in ds]):+.3f} ({below}/{above})")
         lines.append(f"| {label} | {len(members)} | " + " | ".join(cells) + " |")
-    lines += ["", ("Memorization (5-fold AUC, seeds vs held-out converters; 0.5 = treated alike) "
-                   "and wall time per draw (tables + evaluation; training alone in brackets; CPU "
-                   "seconds of all threads beside it: the machine may be shared)."), "",
-              "| data set | draw | users | seeds | held out | embedding | raw | epochs (best) | seconds | CPU s |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", ("Memorization (5-fold AUC, seeds vs held-out converters, 95% interval; 0.5 = "
+                   "treated alike), the build's own figure on its held-out converters (`*`: "
+                   "flagged, the export leaves out the embedding), and wall time per draw (tables "
+                   "+ evaluation; training alone in brackets; CPU seconds of all threads beside "
+                   "it: the machine may be shared)."), "",
+              ("| data set | draw | users | seeds | held out | embedding | raw | build (held out) "
+               "| epochs (best) | seconds | CPU s |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, members in groups.items():
         for record, t in members:
             s, tr = record["seconds"], record["training"]
             lines.append(
                 f"| {label} | {record['draw']} | {record['users']} | {t['seeds']} | {t['heldout']} | "
-                f"{t['memorization']['embedding']:.3f} | {t['memorization']['raw']:.3f} | "
-                f"{tr['epochs_run']} ({tr['best_epoch']}) | {s['tables'] + s['evaluate']:.0f} "
+                f"{_interval(t['memorization'])} | {t['memorization']['raw']:.3f} | "
+                f"{_build_figure(t.get('build_memorization'))} | {tr['epochs_run']} ({tr['best_epoch']}) | {s['tables'] + s['evaluate']:.0f} "
                 f"({s['training']:.0f}) | {s['cpu']:.0f} |"
             )
     return "\n".join(lines) + "\n"

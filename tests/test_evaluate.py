@@ -13,11 +13,18 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
-from lookalike.evaluation.methods import METHODS
-from lookalike.evaluation.metrics import auc_score, cutoff_size, gains_curve, method_figures, paired_differences, ranking_positions
-from lookalike.evaluation.evaluate import evaluate, seed_separability
-from lookalike.evaluation.split import holdout_split, training_conversions
 from lookalike.data.synthetic import generate
+from lookalike.evaluation.evaluate import evaluate, seed_memorization
+from lookalike.evaluation.methods import METHODS, Population
+from lookalike.evaluation.metrics import (
+    auc_score,
+    cutoff_size,
+    gains_curve,
+    method_figures,
+    paired_differences,
+    ranking_positions,
+)
+from lookalike.evaluation.split import holdout_split, training_conversions
 
 
 def test_cutoff_metrics_match_a_hand_computed_example() -> None:
@@ -120,15 +127,24 @@ def test_a_method_against_itself_differs_by_exactly_zero() -> None:
         assert d.value == 0 and d.ci95 == (0, 0) and not d.clear
 
 
-def test_seed_separability_is_chance_for_alike_groups_and_high_for_memorized_ones() -> None:
+def test_seed_memorization_is_chance_for_alike_groups_and_high_for_memorized_ones() -> None:
     rng = np.random.default_rng(6)
-    vectors = rng.standard_normal((4000, 8))
+    raw = rng.standard_normal((4000, 8))
     seeds, heldout = np.arange(0, 1500), np.arange(1500, 3000)
-    assert abs(seed_separability(vectors, seeds, heldout, seed=0) - 0.5) < 0.05
-    memorized = vectors.copy()
+
+    def figures(embedding: np.ndarray, seed_rows: np.ndarray = seeds) -> dict:
+        population = Population(pl.Series("user_id", np.arange(4000)), raw, None, embedding, embedding)
+        return seed_memorization(population, seed_rows, heldout, LookalikeConfig())
+
+    alike = figures(raw.copy())
+    assert abs(alike["embedding"] - 0.5) < 0.05 and not alike["flagged"]
+    assert alike["embedding_low"] < alike["embedding"] < alike["embedding_high"] < 0.6
+    memorized = raw.copy()
     memorized[seeds, 0] += 1.5  # the training converters pulled together along one direction
-    assert seed_separability(memorized, seeds, heldout, seed=0) > 0.8
-    assert np.isnan(seed_separability(vectors, seeds[:3], heldout, seed=0))
+    judged = figures(memorized)
+    assert judged["embedding"] > 0.8 and judged["flagged"]
+    assert (judged["seeds"], judged["heldout"]) == (1500, 1500)
+    assert np.isnan(figures(raw, seeds[:3])["embedding"])
 
 
 def conversions_frame(with_times: bool) -> pl.DataFrame:
@@ -155,7 +171,7 @@ def test_no_heldout_converter_is_a_seed_or_a_training_positive(with_times: bool)
     splits = holdout_split(conversions, 0.3, seed=4)
     heldout = set().union(*(s.heldout.to_list() for s in splits.values()))
     trained_on = set(training_conversions(conversions, splits).get_column("user_id").to_list())
-    for name, split in splits.items():
+    for split in splits.values():
         assert not heldout & set(split.seeds.to_list())
         assert split.heldout.len() == round(0.3 * 40)
         assert split.method == ("time" if with_times else "random")
@@ -198,7 +214,7 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
         assert set(figures["methods"]["random"]["cutoffs"]) == {"0.01", "0.05", "0.1", "0.2"}
     for method in METHODS:
         assert f"| {method} |" in markdown
-    for name, figures in report["types"].items():
+    for figures in report["types"].values():
         default = figures["default_method"]
         assert default == "two_tower_" + config.audience.strategy
         assert set(figures["default_minus"]) == set(METHODS) - {default, "random"}
@@ -215,8 +231,11 @@ def test_small_end_to_end_run_reports_every_method(tmp_path: Path) -> None:
             top = max(f["cutoffs"][cutoff]["precision"]["value"] for f in strategies.values())
             assert strategies[best[f"precision@{cutoff}"]]["cutoffs"][cutoff]["precision"]["value"] == top
     for figures in report["types"].values():
-        assert set(figures["memorization"]) == {"embedding", "raw"}
-        assert all(0.0 <= auc <= 1.0 for auc in figures["memorization"].values())
+        m = figures["memorization"]
+        assert set(m) == {"embedding", "raw", "embedding_low", "embedding_high", "seeds", "heldout",
+                          "flagged"}
+        assert 0.0 <= m["embedding_low"] <= m["embedding"] <= m["embedding_high"] <= 1.0
+        assert 0.0 <= m["raw"] <= 1.0 and (m["seeds"], m["heldout"]) == (figures["seeds"], figures["heldout"])
     assert markdown.count("Seeds vs held-out converters of this type") == len(report["types"])
     assert result.gains_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     trained_on = pl.read_parquet(next((tmp_path / "work").rglob("training_conversions.parquet")))

@@ -163,8 +163,9 @@ class TrainConfig(_Section):
     patience: int = Field(10, ge=1, description="Epochs without validation gain before stopping.")
     memorization_limit: float = Field(
         0.6, ge=0.5, le=1.0, description="A trained type whose training converters a logistic "
-        "regression tells from its held-out converters with a higher AUC in the embedding (and "
-        "higher than on the raw features) is flagged as memorized; exports of its converters "
+        "regression tells from its held-out converters in the embedding with a 95% interval "
+        "reaching above this AUC (and a higher AUC than on the raw features) is flagged as "
+        "memorized (lookalike.encoder.health.memorization_figures); exports of its converters "
         "then score without the embedding.",
     )
     memorization_min_heldout: int = Field(

@@ -25,16 +25,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lookalike.core.artifacts import atomic_write, read_json, sha256_file, verify_checksum, write_json
-from lookalike.encoder.augment import corrupt_features
+from lookalike.core.artifacts import (
+    atomic_write,
+    read_json,
+    sha256_file,
+    verify_checksum,
+    write_json,
+)
 from lookalike.core.config import LookalikeConfig, TrainConfig
 from lookalike.core.errors import InputError, TrainingError
+from lookalike.core.parallel import usable_cores
+from lookalike.core.progress import Progress, eta
+from lookalike.data.spec import (
+    EncodedFeatures,
+    FeatureSpec,
+    encode,
+    raw_feature_vectors,
+)
+from lookalike.encoder.augment import corrupt_features
 from lookalike.encoder.health import (
     EmbeddingHealth,
     check_not_collapsed,
     embedding_health,
-    separability_auc,
+    memorization_figures,
 )
+from lookalike.encoder.heldout import heldout_recall, split_converters
 from lookalike.encoder.losses import (
     loss_function,
     mean_pair_loss,
@@ -52,11 +67,7 @@ from lookalike.encoder.model import (
     save_model,
     save_weights,
 )
-from lookalike.core.parallel import usable_cores
 from lookalike.encoder.sampler import Batch, ConverterBatchSampler
-from lookalike.data.spec import EncodedFeatures, FeatureSpec, encode, raw_feature_vectors
-from lookalike.encoder.heldout import heldout_recall, split_converters
-from lookalike.core.progress import Progress, eta
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.json"
@@ -190,9 +201,11 @@ def train(
     memorized = memorization(model, data, validation, spec, tc)
     for name, figures in memorized.items():
         if figures["flagged"]:
-            say(f"warning: the encoder memorized its '{name}' converters (seeds vs held-out AUC "
-                f"{figures['embedding']:.3f} in the embedding, {figures['raw']:.3f} on the raw "
-                "features): exports of these converters will not lean on the embedding")
+            say(f"warning: the encoder may have memorized its '{name}' converters (seeds vs "
+                f"held-out AUC {figures['embedding']:.3f} [{figures['embedding_low']:.3f}, "
+                f"{figures['embedding_high']:.3f}] in the embedding, {figures['raw']:.3f} on the "
+                f"raw features, {figures['heldout']} held out): exports of these converters will "
+                "not lean on the embedding")
     return _write_model(
         Path(out_dir), model, spec_path, config, data, validation, state, stop_reason, health,
         memorized,
@@ -507,9 +520,10 @@ def _stop_reason(state: TrainState, tc: TrainConfig) -> str | None:
         return f"reached {tc.epochs} epochs"
     if state.epochs_without_gain >= tc.patience:
         return f"no validation gain for {tc.patience} epochs"
-    if state.history:
-        if state.elapsed_seconds + _epoch_seconds(state.history[-1]) > tc.time_budget_seconds:
-            return f"another epoch would exceed the time budget of {tc.time_budget_seconds:g}s"
+    if state.history and (
+        state.elapsed_seconds + _epoch_seconds(state.history[-1]) > tc.time_budget_seconds
+    ):
+        return f"another epoch would exceed the time budget of {tc.time_budget_seconds:g}s"
     return None
 
 
@@ -620,32 +634,32 @@ def memorization(
 ) -> dict[str, dict[str, Any]]:
     """Per trained type: has the encoder memorized its training converters?
 
-    A logistic regression tells up to ``validation_max_seeds`` of the type's training converters
-    from its held-out converters (5-fold AUC, :func:`lookalike.encoder.health.separability_auc`),
-    once in the embedding and once on the raw features. Both groups are converters of the same
-    type, so a space that learned what such converters look like scores about 0.5; the type is
-    flagged when the embedding scores above ``tc.memorization_limit`` and above the raw features:
-    the encoder put *these* users somewhere new converters do not follow, and an audience built on
-    them in the embedding would find fewer new converters than its seeds suggest. ``None``
-    figures: fewer than ``tc.memorization_min_heldout`` held-out converters, too few to judge.
+    Up to ``validation_max_seeds`` of the type's training converters against as many of its
+    held-out converters, in the embedding and on the raw features, measured and judged by
+    :func:`lookalike.encoder.health.memorization_figures` (the measure the evaluation reports):
+    flagged when the embedding's interval reaches above ``tc.memorization_limit`` and the
+    embedding scores above the raw features. The encoder then put *these* users somewhere new
+    converters do not follow, and an audience built on them in the embedding would find fewer new
+    converters than its seeds suggest. ``None`` figures: fewer than ``tc.memorization_min_heldout``
+    held-out converters, too few to judge.
     """
     rng = _rng(tc.seed, MEMORIZATION_STREAM)
     figures = {}
     for name, train_rows, heldout in zip(data.types, validation.train, validation.heldout,
                                          strict=True):
         seeds = _sorted_sample(train_rows, tc.validation_max_seeds, rng)
+        heldout = _sorted_sample(heldout, tc.validation_max_seeds, rng)  # the evaluation's cap too
         rows = np.concatenate([seeds, heldout])
         if len(heldout) < tc.memorization_min_heldout:
             figures[name] = {"embedding": None, "raw": None, "heldout": len(heldout),
                              "flagged": False}
             continue
         encoded = data.features.rows(rows)
-        spaces = {"embedding": embed_encoded(model, encoded, "candidate"),
-                  "raw": raw_feature_vectors(encoded, spec.cardinalities)}
-        auc = {space: separability_auc(x[: len(seeds)], x[len(seeds):], 5, tc.seed)
-               for space, x in spaces.items()}
-        flagged = auc["embedding"] > max(tc.memorization_limit, auc["raw"])
-        figures[name] = {**auc, "heldout": len(heldout), "flagged": bool(flagged)}
+        embedding = embed_encoded(model, encoded, "candidate")
+        raw = raw_feature_vectors(encoded, spec.cardinalities)
+        n = len(seeds)
+        figures[name] = memorization_figures((embedding[:n], embedding[n:]), (raw[:n], raw[n:]),
+                                             tc.memorization_limit, tc.seed)
     return figures
 
 

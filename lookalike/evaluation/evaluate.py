@@ -9,6 +9,7 @@ in :data:`METHODS` from the type's remaining converters as seeds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -18,6 +19,7 @@ from lookalike.core.artifacts import atomic_write
 from lookalike.core.config import EvaluateConfig, LookalikeConfig
 from lookalike.core.errors import InputError
 from lookalike.core.progress import Progress
+from lookalike.encoder.health import memorization_figures
 from lookalike.evaluation.methods import (
     METHODS,
     Population,
@@ -32,7 +34,6 @@ from lookalike.evaluation.metrics import (
 )
 from lookalike.evaluation.report import EvaluationResult, TypeEvaluation, write_report
 from lookalike.evaluation.split import TypeSplit, holdout_split, training_conversions
-from lookalike.encoder.health import separability_auc
 
 EVALUATION_FOLDER = "evaluations"
 
@@ -85,7 +86,8 @@ def evaluate(
     }
     training = {"best_epoch": trained.best_epoch, "epochs_run": trained.epochs_run,
                 "stop_reason": trained.stop_reason, "seconds": round(trained.elapsed_seconds, 1),
-                "validation_recall": trained.validation_recall}
+                "validation_recall": trained.validation_recall,
+                "memorization": trained.memorization}  # the build's own verdict, per type
     return write_report(Path(out_dir), types, training, config)
 
 
@@ -135,31 +137,34 @@ def evaluate_type(
                                 for m, f in methods.items()))
     default = f"two_tower_{config.audience.strategy}"
     comparisons = default_comparisons(methods, default, len(eligible_rows), config.evaluate)
-    heldout_rows = np.flatnonzero(is_heldout)
-    memorization = {
-        space: seed_separability(vectors, seed_rows, heldout_rows, config.evaluate.seed)
-        for space, vectors in (("embedding", population.candidates), ("raw", population.raw))
-    }
+    memorization = seed_memorization(population, seed_rows, np.flatnonzero(is_heldout), config)
     return TypeEvaluation(name, trained, split, len(eligible_rows), methods, default, comparisons,
                           memorization)
 
 
-def seed_separability(
-    vectors: np.ndarray, seed_rows: np.ndarray, heldout_rows: np.ndarray, seed: int,
-    max_per_group: int = 5000,
-) -> float:
-    """5-fold AUC of a logistic regression telling seeds from held-out converters of the same type.
+def seed_memorization(
+    population: Population, seed_rows: np.ndarray, heldout_rows: np.ndarray,
+    config: LookalikeConfig, max_per_group: int = 5000,
+) -> dict[str, Any]:
+    """Seeds vs held-out converters of one type, by the build's own memorization measure
+    (:func:`lookalike.encoder.health.memorization_figures`: AUC of telling them apart in the
+    embedding and on the raw features, the embedding's interval, and whether the build's rule
+    would flag it), on up to ``max_per_group`` users of each group.
 
     Both groups are converters of one type, split by time or at random, so a space that treats them
     alike scores about 0.5. On the embedding of a type the encoder trained on, the seeds are its
     training converters: a clearly higher AUC than on the raw features means it memorized them,
     and audiences fitted to those seeds will find fewer new converters than the seeds suggest.
+    ``nan`` figures when a group has fewer than 5 users.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(config.evaluate.seed)
     seeds, heldout = (rng.permutation(rows)[:max_per_group] for rows in (seed_rows, heldout_rows))
     if min(len(seeds), len(heldout)) < 5:
-        return float("nan")
-    return separability_auc(vectors[seeds], vectors[heldout], 5, seed)
+        return {"embedding": float("nan"), "raw": float("nan"), "embedding_low": float("nan"),
+                "embedding_high": float("nan"), "seeds": len(seeds), "heldout": len(heldout),
+                "flagged": False}
+    spaces = [(vectors[seeds], vectors[heldout]) for vectors in (population.candidates, population.raw)]
+    return memorization_figures(*spaces, config.train.memorization_limit, config.evaluate.seed)
 
 
 def default_comparisons(

@@ -33,8 +33,9 @@ class TypeEvaluation:
     default_method: str
     # The default method minus each other method (random left out), keyed by the other's name.
     comparisons: dict[str, dict[str, Difference]]
-    # 5-fold AUC of telling the seeds from the held-out converters, by space ("embedding", "raw")
-    memorization: dict[str, float]
+    # Seeds vs held-out converters (lookalike.encoder.health.memorization_figures): AUC by space
+    # ("embedding", "raw"), the embedding's interval, group sizes, and the build's rule's verdict
+    memorization: dict[str, Any]
 
     def best_strategies(self) -> dict[str, str]:
         """The two-tower method with the highest AUC and with the highest precision at each cutoff."""
@@ -94,15 +95,15 @@ def markdown_report(
 ) -> str:
     """One table per conversion type: AUC, precision and lift at every cutoff, 95% intervals."""
     lines = ["# Audience quality on held-out converters", "",
-             f"Encoder trained without the held-out converters: {training['epochs_run']} epochs "
+             (f"Encoder trained without the held-out converters: {training['epochs_run']} epochs "
              f"(best {training['best_epoch']}, {training['stop_reason']}, {training['seconds']}s). "
              f"Brackets: 95% bootstrap intervals over held-out converters ({config.bootstrap} "
-             "resamples).", ""]
+             "resamples)."), ""]
     for name, t in types.items():
         role = "trained" if t.trained else "never trained on"
         lines += [f"## {name} ({role})", "",
-                  f"{t.split.seeds.len()} seeds, {t.split.heldout.len()} held out ({t.split.method} "
-                  f"split), {t.eligible} eligible users.", ""]
+                  (f"{t.split.seeds.len()} seeds, {t.split.heldout.len()} held out ({t.split.method} "
+                  f"split), {t.eligible} eligible users."), ""]
         header = ["method", "AUC"] + [f"P@{c:.0%}" for c in config.cutoffs] + [
             f"lift@{c:.0%}" for c in config.cutoffs]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -113,10 +114,12 @@ def markdown_report(
                       for c in config.cutoffs]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-        lines += [f"Seeds vs held-out converters of this type, 5-fold AUC of a logistic regression: "
-                  f"embedding {t.memorization['embedding']:.3f}, raw features "
-                  f"{t.memorization['raw']:.3f} (about 0.5 when the encoder treats the users it "
-                  "trained on like new ones).", ""]
+        m = t.memorization
+        lines += [(f"Seeds vs held-out converters of this type, 5-fold AUC of a logistic regression: "
+                  f"embedding {m['embedding']:.3f} [{m['embedding_low']:.3f}, "
+                  f"{m['embedding_high']:.3f}], raw features {m['raw']:.3f} (about 0.5 when the "
+                  "encoder treats the users it trained on like new ones; the build's rule would "
+                  f"{'' if m['flagged'] else 'not '}flag these seeds as memorized)."), ""]
         lines += comparison_table(t, config)
         best = t.best_strategies()
         lines += ["Best two-tower strategy on this type: AUC `" + best["auc"] + "`, " + ", ".join(
@@ -131,8 +134,8 @@ def comparison_table(t: TypeEvaluation, config: EvaluateConfig) -> list[str]:
         return []
     figures = ["auc"] + [f"precision@{c:g}" for c in config.cutoffs]
     header = ["other method", "AUC"] + [f"P@{c:.0%}" for c in config.cutoffs]
-    lines = [f"{t.default_method} (the default) minus each other method, paired 95% intervals; "
-             "`*`: the interval excludes 0.", "",
+    lines = [(f"{t.default_method} (the default) minus each other method, paired 95% intervals; "
+             "`*`: the interval excludes 0."), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for other, differences in t.comparisons.items():
         cells = [other] + [_difference_cell(differences[figure]) for figure in figures]
